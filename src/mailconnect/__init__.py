@@ -1,0 +1,34 @@
+"""mailconnect: send an application's e-mail through each customer company's own mail server."""
+
+from mailconnect.errors import (
+    CatalogueError,
+    ConfigurationError,
+    DeliveryError,
+    DiscoveryError,
+    MailconnectError,
+)
+from mailconnect.findings import Finding, Severity, blocking
+from mailconnect.providers import Catalogue, Provider, load_catalogue
+from mailconnect.settings import AuthMethod, ConnectionSettings, Host, Security, Sender
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthMethod",
+    "Catalogue",
+    "CatalogueError",
+    "ConfigurationError",
+    "ConnectionSettings",
+    "DeliveryError",
+    "DiscoveryError",
+    "Finding",
+    "Host",
+    "MailconnectError",
+    "Provider",
+    "Security",
+    "Sender",
+    "Severity",
+    "__version__",
+    "blocking",
+    "load_catalogue",
+]

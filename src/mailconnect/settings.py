@@ -1,0 +1,293 @@
+"""Value types for one outgoing mail server, validated when they are made.
+
+Every parser here takes outside input (a form, a flag, a JSON body) and either returns a value that
+is safe to use on the wire or raises :class:`ConfigurationError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import idna
+from email_validator import EmailNotValidError, validate_email
+
+from mailconnect.errors import ConfigurationError
+
+__all__ = [
+    "AuthMethod",
+    "ConnectionSettings",
+    "Host",
+    "Security",
+    "Sender",
+    "parse_address",
+    "parse_host",
+    "parse_port",
+]
+
+# Characters that must never reach a command line or a header: they end or split an SMTP command.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAX_USERNAME = 320
+_MAX_DISPLAY_NAME = 200
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class Security(StrEnum):
+    """How the connection is encrypted."""
+
+    TLS = "tls"  # implicit TLS from the first byte (RFC 8314), usually port 465
+    STARTTLS = "starttls"  # plaintext greeting, then mandatory STARTTLS, usually port 587
+    NONE = "none"  # no encryption at all
+
+
+class AuthMethod(StrEnum):
+    """How mailconnect logs in to the server."""
+
+    PASSWORD = "password"  # noqa: S105 - PLAIN or LOGIN with a password, app password or API key
+    OAUTH2 = "oauth2"  # XOAUTH2 with an access token
+    NONE = "none"  # no login (an IP-allowlisted relay)
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """A server name in ASCII (IDNA) form, or an IP literal."""
+
+    ascii: str
+    is_ip: bool = False
+
+    @property
+    def display(self) -> str:
+        """The name as a person wrote it (Unicode labels decoded)."""
+        if self.is_ip:
+            return self.ascii
+        try:
+            return str(idna.decode(self.ascii))
+        except idna.IDNAError:
+            return self.ascii
+
+    def __str__(self) -> str:
+        return self.ascii
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who the e-mails come from."""
+
+    address: str
+    display_name: str | None = None
+    reply_to: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """Everything needed to reach and log in to one server, except the secret itself."""
+
+    host: Host
+    port: int
+    security: Security
+    auth: AuthMethod = AuthMethod.PASSWORD
+    username: str | None = None
+    sender: Sender | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        host: str,
+        port: int | str,
+        security: str,
+        auth: str = "password",
+        username: str | None = None,
+        sender: str | None = None,
+        display_name: str | None = None,
+        reply_to: str | None = None,
+    ) -> ConnectionSettings:
+        """Validate raw values (from a form, flags or JSON) into settings."""
+        auth_method = parse_choice(AuthMethod, auth, "auth")
+        return cls(
+            host=parse_host(host),
+            port=parse_port(port),
+            security=parse_choice(Security, security, "security"),
+            auth=auth_method,
+            username=parse_username(username, auth_method),
+            sender=parse_sender(sender, display_name, reply_to),
+        )
+
+    @property
+    def sends_credentials(self) -> bool:
+        return self.auth is not AuthMethod.NONE
+
+    @property
+    def login_domain(self) -> str | None:
+        """The domain part of a username that is an e-mail address, else None."""
+        if self.username and "@" in self.username:
+            return self.username.rpartition("@")[2].lower()
+        return None
+
+
+def _refuse_controls(value: str, field: str, what: str) -> None:
+    if _FORBIDDEN.search(value):
+        raise ConfigurationError(
+            field,
+            f"the {what} contains a control character (CR, LF, NUL or similar)",
+            f"type the {what} again without line breaks; copy it from plain text",
+        )
+
+
+def parse_host(value: str, field: str = "host") -> Host:
+    """A host name (Unicode allowed, stored as IDNA ASCII) or an IP literal (``[::1]`` allowed)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            field, "no server name was given", "enter a name like smtp.example.com"
+        )
+    _refuse_controls(value, field, "server name")
+    if any(ch.isspace() for ch in value):
+        raise ConfigurationError(
+            field, "the server name contains a space", "remove the spaces, e.g. smtp.example.com"
+        )
+    literal = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if literal.lower().startswith("ipv6:"):
+        literal = literal[5:]
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        pass
+    else:
+        return Host(address.compressed, is_ip=True)
+    name = value[:-1] if value.endswith(".") else value
+    if "@" in name:
+        raise ConfigurationError(
+            field,
+            "this looks like an e-mail address, not a server name",
+            "enter the SMTP server's name, e.g. smtp.office365.com, or use discovery",
+        )
+    if "://" in name or "/" in name or ":" in name:
+        raise ConfigurationError(
+            field,
+            "the server name contains a scheme, a path or a port",
+            "enter only the name (smtp.example.com) and put the port in the port field",
+        )
+    try:
+        ascii_name = idna.encode(name, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ConfigurationError(
+            field, f"'{value}' is not a valid server name ({exc})", "check the spelling"
+        ) from exc
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ConfigurationError(
+            field,
+            f"'{value}' is not a valid server name",
+            "use letters, digits, hyphens and dots only, e.g. smtp.example.com",
+        )
+    if labels[-1].isdigit():
+        # 2130706433 or 0177.0.0.1 are IP addresses in disguise; accepting them would let a
+        # name slip past checks that only look at dotted-quad literals.
+        raise ConfigurationError(
+            field,
+            f"'{value}' is neither a host name nor a standard IP address",
+            "write an IP address in dotted form (192.0.2.10) or use the server's name",
+        )
+    return Host(ascii_name)
+
+
+def parse_port(value: int | str, field: str = "port") -> int:
+    """A TCP port from 1 to 65535."""
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    if not text.isdigit() or not text.isascii():
+        raise ConfigurationError(
+            field, f"'{value}' is not a port number", "enter a number such as 587 or 465"
+        )
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ConfigurationError(
+            field, f"{port} is outside 1-65535", "enter a port such as 587 (STARTTLS) or 465 (TLS)"
+        )
+    return port
+
+
+def parse_choice(kind: type[_E], value: str, field: str) -> _E:
+    """One of a closed set of words, case-insensitive."""
+    if isinstance(value, kind):
+        return value
+    text = str(value).strip().lower()
+    for member in kind:
+        if member.value == text:
+            return member
+    options = ", ".join(m.value for m in kind)
+    raise ConfigurationError(
+        field, f"'{value}' is not one of {options}", f"choose one of {options}"
+    )
+
+
+def parse_address(value: str, field: str) -> str:
+    """An e-mail address in normalized form (IDN and SMTPUTF8 aware)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(
+            field, "no e-mail address was given", "enter one like jobs@company.com"
+        )
+    _refuse_controls(value, field, "e-mail address")
+    try:
+        result = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ConfigurationError(
+            field,
+            f"'{value}' is not a valid e-mail address: {exc}",
+            "enter one like jobs@company.com",
+        ) from exc
+    return str(result.normalized)
+
+
+def parse_username(value: str | None, auth: AuthMethod, field: str = "username") -> str | None:
+    """The login name; required unless no login is used."""
+    if value is None or value == "":
+        if auth is AuthMethod.NONE:
+            return None
+        raise ConfigurationError(
+            field,
+            f"a username is needed for {auth.value} login",
+            "enter the mailbox's login, usually its full e-mail address",
+        )
+    _refuse_controls(value, field, "username")
+    if len(value) > _MAX_USERNAME or value != value.strip():
+        raise ConfigurationError(
+            field, "the username is too long or has spaces around it", "enter the login exactly"
+        )
+    return value
+
+
+def parse_sender(
+    address: str | None, display_name: str | None = None, reply_to: str | None = None
+) -> Sender | None:
+    """The From identity; None when no address is given (and then no name nor reply-to either)."""
+    if address is None or address == "":
+        if display_name or reply_to:
+            raise ConfigurationError(
+                "sender.address",
+                "a display name or reply-to was given without a sender address",
+                "enter the address the e-mails come from, e.g. jobs@company.com",
+            )
+        return None
+    name = None
+    if display_name:
+        _refuse_controls(display_name, "sender.display_name", "display name")
+        if len(display_name) > _MAX_DISPLAY_NAME:
+            raise ConfigurationError(
+                "sender.display_name",
+                "the display name is too long",
+                "keep it under 200 characters",
+            )
+        name = display_name.strip() or None
+    return Sender(
+        address=parse_address(address, "sender.address"),
+        display_name=name,
+        reply_to=parse_address(reply_to, "sender.reply_to") if reply_to else None,
+    )
