@@ -104,10 +104,10 @@ def main(argv: list[str]) -> int:
         return run([mc, "providers", "docs", "--output", str(ROOT / "docs" / "providers.md")])
     py = str(_python())
     gates = [
-        [py, "-m", "ruff", "check", "src", "tests", "benchmarks", "tools", "dev.py"],
-        [py, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "tools", "dev.py"],
+        [py, "-m", "ruff", "check", "src", "tests", "benchmarks", "dev.py"],
+        [py, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py"],
         [py, "-m", "mypy"],
-        [py, "tools/check_generated_docs.py"],
+        [str(BIN / "mailconnect"), "providers", "docs", "--check", "--output", "docs/providers.md"],
     ]
     if action == "test":
         gates.append([py, "-m", "pytest", *rest])

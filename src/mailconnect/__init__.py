@@ -7,19 +7,23 @@ from mailconnect.errors import (
     DiscoveryError,
     MailconnectError,
 )
+from mailconnect.discovery import Candidate, Discovery, discover
 from mailconnect.findings import Finding, Severity, blocking
 from mailconnect.providers import Catalogue, Provider, load_catalogue
+from mailconnect.rules import lint
 from mailconnect.settings import AuthMethod, ConnectionSettings, Host, Security, Sender
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthMethod",
+    "Candidate",
     "Catalogue",
     "CatalogueError",
     "ConfigurationError",
     "ConnectionSettings",
     "DeliveryError",
+    "Discovery",
     "DiscoveryError",
     "Finding",
     "Host",
@@ -30,5 +34,7 @@ __all__ = [
     "Severity",
     "__version__",
     "blocking",
+    "discover",
+    "lint",
     "load_catalogue",
 ]

@@ -8,7 +8,9 @@ tell "fix your input" from "try again later" with one ``except`` clause::
     ├── ConfigurationError (also ValueError)     a setting is invalid; names the field and the fix
     │   └── CatalogueError                       a data file shipped with mailconnect is malformed
     └── DeliveryError                            talking to a server went wrong
-        └── DiscoveryError                       discovery could not run at all (bad resolver, ...)
+        ├── DiscoveryError                       discovery could not run at all (bad resolver, ...)
+        └── TargetUnreachable (also ConnectionError)   netguard: the host cannot be reached or is
+                                                 not allowed; both look the same to a tenant
 
 Every message says what is wrong and how to fix it, and never contains a secret.
 """

@@ -109,15 +109,22 @@ class ConnectionSettings:
         sender: str | None = None,
         display_name: str | None = None,
         reply_to: str | None = None,
+        require_username: bool = True,
     ) -> ConnectionSettings:
-        """Validate raw values (from a form, flags or JSON) into settings."""
+        """Validate raw values (from a form, flags or JSON) into settings.
+
+        ``require_username=False`` is for checks of an endpoint alone (lint), where the login
+        is not known yet.
+        """
         auth_method = parse_choice(AuthMethod, auth, "auth")
         return cls(
             host=parse_host(host),
             port=parse_port(port),
             security=parse_choice(Security, security, "security"),
             auth=auth_method,
-            username=parse_username(username, auth_method),
+            username=parse_username(
+                username, auth_method if require_username else AuthMethod.NONE
+            ),
             sender=parse_sender(sender, display_name, reply_to),
         )
 
@@ -188,9 +195,9 @@ def parse_host(value: str, field: str = "host") -> Host:
             f"'{value}' is not a valid server name",
             "use letters, digits, hyphens and dots only, e.g. smtp.example.com",
         )
-    if labels[-1].isdigit():
-        # 2130706433 or 0177.0.0.1 are IP addresses in disguise; accepting them would let a
-        # name slip past checks that only look at dotted-quad literals.
+    if not labels[-1][0].isalpha():
+        # 2130706433, 0177.0.0.1 or 0x7f.1 are IP addresses in disguise (getaddrinfo reads them
+        # as 127.0.0.1); top-level domains start with a letter, so such names can be refused.
         raise ConfigurationError(
             field,
             f"'{value}' is neither a host name nor a standard IP address",

@@ -9,6 +9,7 @@ from importlib import resources
 from pydantic import ValidationError
 
 from mailconnect.errors import CatalogueError
+from mailconnect.providers.docs import render_markdown
 from mailconnect.providers.model import (
     Advice,
     Catalogue,
@@ -35,6 +36,7 @@ __all__ = [
     "host_matches",
     "load_catalogue",
     "parse_catalogue",
+    "render_markdown",
 ]
 
 

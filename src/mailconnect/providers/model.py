@@ -202,16 +202,21 @@ class Catalogue(_Strict):
         dupes = {i for i in ids if ids.count(i) > 1}
         if dupes:
             raise ValueError(f"duplicate provider ids: {sorted(dupes)}")
-        codes = [
-            a.code
-            for p in self.providers
-            for a in [r.advice for r in p.refused]
-            + [la.advice for la in p.login_advice]
-            + [e.caution for e in p.endpoints if e.caution]
-        ]
-        dupes = {c for c in codes if codes.count(c) > 1}
-        if dupes:
-            raise ValueError(f"duplicate finding codes: {sorted(dupes)}")
+        # One code, one meaning: a code may repeat (the same caution on several endpoints)
+        # only with exactly the same advice.
+        seen: dict[str, tuple[str, Advice]] = {}
+        for p in self.providers:
+            for advice in (
+                [r.advice for r in p.refused]
+                + [la.advice for la in p.login_advice]
+                + [e.caution for e in p.endpoints if e.caution]
+            ):
+                first = seen.setdefault(advice.code, (p.id, advice))
+                if first[1] != advice:
+                    raise ValueError(
+                        f"finding code {advice.code} is used by '{first[0]}' and '{p.id}' "
+                        "with different texts"
+                    )
         return self
 
     @cached_property

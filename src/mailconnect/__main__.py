@@ -1,0 +1,5 @@
+"""`python -m mailconnect` runs the command line."""
+
+from mailconnect.cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""The `mailconnect` command line. Every command has `--json`; exit codes are in output.py."""
+
+from __future__ import annotations
+
+import typer
+
+from mailconnect.cli import discover, lint, providers
+
+app = typer.Typer(
+    name="mailconnect",
+    help="Send an application's e-mail through a company's own mail server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(providers.app, name="providers")
+app.command("lint")(lint.lint)
+app.command("discover")(discover.discover)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
