@@ -103,9 +103,10 @@ def main(argv: list[str]) -> int:
     if action == "docs":
         return run([mc, "providers", "docs", "--output", str(ROOT / "docs" / "providers.md")])
     py = str(_python())
+    code_dirs = [d for d in ("src", "tests", "benchmarks", "dev.py") if (ROOT / d).exists()]
     gates = [
-        [py, "-m", "ruff", "check", "src", "tests", "benchmarks", "dev.py"],
-        [py, "-m", "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py"],
+        [py, "-m", "ruff", "check", *code_dirs],
+        [py, "-m", "ruff", "format", "--check", *code_dirs],
         [py, "-m", "mypy"],
         [str(BIN / "mailconnect"), "providers", "docs", "--check", "--output", "docs/providers.md"],
     ]

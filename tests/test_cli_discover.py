@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from tests.support.dns_server import DnsServer
 from typer.testing import CliRunner
 
 from mailconnect.cli import app
-from tests.support.dns_server import DnsServer
 
 runner = CliRunner()
 

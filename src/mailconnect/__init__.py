@@ -1,5 +1,6 @@
 """mailconnect: send an application's e-mail through each customer company's own mail server."""
 
+from mailconnect.discovery import Candidate, Discovery, discover
 from mailconnect.errors import (
     CatalogueError,
     ConfigurationError,
@@ -7,7 +8,6 @@ from mailconnect.errors import (
     DiscoveryError,
     MailconnectError,
 )
-from mailconnect.discovery import Candidate, Discovery, discover
 from mailconnect.findings import Finding, Severity, blocking
 from mailconnect.providers import Catalogue, Provider, load_catalogue
 from mailconnect.rules import lint
