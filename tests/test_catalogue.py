@@ -547,5 +547,3 @@ def _advice_of(provider: Provider) -> list[str]:
 def _shipped_text() -> str:
     path = ROOT / "src" / "mailconnect" / "providers" / "catalogue.toml"
     return path.read_text(encoding="utf-8")
-
-

@@ -122,9 +122,7 @@ class ConnectionSettings:
             port=parse_port(port),
             security=parse_choice(Security, security, "security"),
             auth=auth_method,
-            username=parse_username(
-                username, auth_method if require_username else AuthMethod.NONE
-            ),
+            username=parse_username(username, auth_method if require_username else AuthMethod.NONE),
             sender=parse_sender(sender, display_name, reply_to),
         )
 
