@@ -19,10 +19,15 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 
 def _endpoint_text(provider: Provider) -> str:
-    return ", ".join(
-        f"{e.host}:{e.port} {e.security}" + (f" [{e.region}]" if e.region else "")
-        for e in provider.recommended
-    )
+    """The recommended endpoint; for regional providers the first region and a count."""
+    recommended = provider.recommended
+    if not recommended:
+        return ""
+    first = recommended[0]
+    text = f"{first.host}:{first.port} {first.security}"
+    if len(recommended) > 1:
+        text += f" (+{len(recommended) - 1} more regions)"
+    return text
 
 
 @app.callback(invoke_without_command=True)
