@@ -1,5 +1,6 @@
 """mailconnect: send an application's e-mail through each customer company's own mail server."""
 
+from mailconnect.diagnosis import Actor, Cause, Diagnosis, Stage, explain
 from mailconnect.discovery import Candidate, Discovery, discover
 from mailconnect.errors import (
     CatalogueError,
@@ -16,13 +17,16 @@ from mailconnect.settings import AuthMethod, ConnectionSettings, Host, Security,
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
     "AuthMethod",
     "Candidate",
     "Catalogue",
     "CatalogueError",
+    "Cause",
     "ConfigurationError",
     "ConnectionSettings",
     "DeliveryError",
+    "Diagnosis",
     "Discovery",
     "DiscoveryError",
     "Finding",
@@ -32,9 +36,11 @@ __all__ = [
     "Security",
     "Sender",
     "Severity",
+    "Stage",
     "__version__",
     "blocking",
     "discover",
+    "explain",
     "lint",
     "load_catalogue",
 ]

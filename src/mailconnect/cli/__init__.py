@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailconnect.cli import discover, lint, providers
+from mailconnect.cli import discover, explain, lint, providers
 
 app = typer.Typer(
     name="mailconnect",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(providers.app, name="providers")
 app.command("lint")(lint.lint)
 app.command("discover")(discover.discover)
+app.command("explain")(explain.explain)
 
 
 def main() -> None:

@@ -18,10 +18,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mailconnect.diagnosis import Diagnosis
 from mailconnect.errors import ConfigurationError
 from mailconnect.findings import Finding, Severity
 
-__all__ = ["EXIT_BAD_USAGE", "EXIT_NO", "EXIT_OK", "console", "emit_json", "usage_errors"]
+__all__ = [
+    "EXIT_BAD_USAGE",
+    "EXIT_NO",
+    "EXIT_OK",
+    "console",
+    "emit_json",
+    "print_diagnosis",
+    "print_findings",
+    "usage_errors",
+]
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -59,3 +69,21 @@ def print_findings(findings: list[Finding], write: Callable[[str], None] | None 
         out(f"  {escape(finding.message)}")
         out(f"  [green]Fix:[/] {escape(finding.remedy)}")
         out(f"  [dim]Source: {escape(finding.source)}[/]")
+
+
+def print_diagnosis(diagnosis: Diagnosis, write: Callable[[str], None] | None = None) -> None:
+    """A diagnosis for a person: the cause, who must act, the steps, the documentation."""
+    out = write or console.print
+    out(f"[bold]{escape(diagnosis.title)}[/] [dim]({diagnosis.cause.value})[/]")
+    out(f"  {escape(diagnosis.explanation)}")
+    if diagnosis.reply is not None and diagnosis.reply.code is not None:
+        enhanced = f" {diagnosis.reply.enhanced}" if diagnosis.reply.enhanced else ""
+        said = f"{diagnosis.reply.code}{enhanced} {diagnosis.reply.text}"
+        out(f"  [dim]Server said: {escape(said)}[/]")
+    out(f"  [bold]Who must act:[/] {escape(diagnosis.actor.label)}")
+    for number, step in enumerate(diagnosis.fix_steps, 1):
+        out(f"  {number}. {escape(step)}")
+    if diagnosis.doc_url:
+        out(f"  [dim]More: {diagnosis.doc_url}[/]")
+    retry = "Trying again later may work." if diagnosis.retryable else "Retrying will not help."
+    out(f"  [dim]{retry}[/]")
