@@ -1,22 +1,34 @@
 """Discovery against a real DNS server and a real HTTP server, both on loopback.
 
-Every call passes ``nameserver`` (the test DNS server) and either ``autoconfig=False`` or
-``autoconfig_urls`` on the test HTTP server: no test asks a real DNS or HTTP server.
+Every call passes ``nameserver`` (the test DNS server) and either ``autoconfig=False``,
+``autoconfig_urls`` on the test HTTP server, or the default templates with names the test DNS
+server does not know: no test asks a real DNS or HTTP server. The ``traffic`` fixture records
+every socket destination and every ``getaddrinfo`` name, for the tests that prove it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
+import ssl
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import dns.resolver
 import httpx
 import pytest
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.support.dns_server import Behaviour, DnsServer, dns_server
 from tests.support.http_server import HttpServer, http_server
+from typer.testing import CliRunner
 
+from mailconnect.cli import app
 from mailconnect.discovery import (
     Candidate,
     Discovery,
@@ -29,8 +41,16 @@ from mailconnect.discovery import (
     parse_nameserver,
     rank_candidates,
 )
-from mailconnect.discovery.fetch import _next_hop
+from mailconnect.discovery.dnslookup import DnsClient
+from mailconnect.discovery.fetch import (
+    DEFAULT_AUTOCONFIG_URLS,
+    Fetcher,
+    _next_hop,
+    fetch_autoconfig,
+    unreachable_detail,
+)
 from mailconnect.errors import ConfigurationError
+from mailconnect.netguard import GuardPolicy
 from mailconnect.settings import Security
 
 __all__ = ["dns_server", "http_server"]  # the fixtures, imported for pytest to find
@@ -469,7 +489,438 @@ async def test_connection_refused_becomes_a_lookup(dns_server: DnsServer) -> Non
     result = await discover(ADDRESS, nameserver=dns_server.address, autoconfig_urls=[url])
 
     (said,) = lookup(result, "autoconfig")
-    assert said.startswith("failed: could not connect to 127.0.0.1")
+    assert said == (
+        "failed: could not fetch from 127.0.0.1: no connection could be made"
+        " (tried 127.0.0.1: Connection refused)"
+    )
+
+
+# -- autoconfig host names: resolved by the nameserver, connected by address --------------------
+
+AUTOCONFIG_HOST = "autoconfig.example.org"
+
+
+@dataclass
+class Traffic:
+    """What the process tried to reach while a test ran."""
+
+    destinations: list[tuple[str, int]] = field(default_factory=list)  # connect() and sendto()
+    names: list[str] = field(default_factory=list)  # getaddrinfo() hosts
+    http_sends: int = 0  # requests handed to an httpx client
+
+    def outside_loopback(self) -> list[object]:
+        """Every destination or looked-up name that is not a loopback IP address."""
+        outside: list[object] = [d for d in self.destinations if not _loopback(d[0])]
+        return outside + [name for name in self.names if not _loopback(name)]
+
+    def connections_to(self, port: int) -> list[tuple[str, int]]:
+        return [d for d in self.destinations if d[1] == port]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False  # a name: resolving it would ask the system resolver
+
+
+@pytest.fixture
+def traffic(monkeypatch: pytest.MonkeyPatch) -> Traffic:
+    """Record, without preventing, every connect, sendto, getaddrinfo and httpx send.
+
+    Destinations are recorded from the main thread only (the one running the event loop), so the
+    test servers' own replies are left out; ``getaddrinfo`` calls are recorded from every thread,
+    as asyncio runs them in an executor.
+    """
+    seen = Traffic()
+    connect, connect_ex, sendto = (
+        socket.socket.connect,
+        socket.socket.connect_ex,
+        socket.socket.sendto,
+    )
+    getaddrinfo, send = socket.getaddrinfo, httpx.AsyncClient.send
+
+    def note(address: object) -> None:
+        # The event loop runs in the main thread; the test servers answer from their own.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if isinstance(address, tuple) and len(address) >= 2:
+            seen.destinations.append((str(address[0]), int(address[1])))
+
+    def spy_connect(self: socket.socket, address: Any) -> None:
+        note(address)
+        connect(self, address)
+
+    def spy_connect_ex(self: socket.socket, address: Any) -> int:
+        note(address)
+        return connect_ex(self, address)
+
+    def spy_sendto(self: socket.socket, data: Any, *args: Any) -> int:
+        note(args[-1])
+        return sendto(self, data, *args)
+
+    def spy_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None:
+            seen.names.append(host.decode() if isinstance(host, bytes) else str(host))
+        return getaddrinfo(host, *args, **kwargs)
+
+    async def spy_send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        seen.http_sends += 1
+        return await send(self, request, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", spy_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", spy_connect_ex)
+    monkeypatch.setattr(socket.socket, "sendto", spy_sendto)
+    monkeypatch.setattr(socket, "getaddrinfo", spy_getaddrinfo)
+    monkeypatch.setattr(httpx.AsyncClient, "send", spy_send)
+    return seen
+
+
+def named_url(server: HttpServer, path: str = AUTOCONFIG_PATH) -> str:
+    """The server's URL with ``autoconfig.{domain}`` as host: it must be resolved to be fetched."""
+    return server.url(path, host="autoconfig.{domain}")
+
+
+async def test_autoconfig_host_is_resolved_by_the_nameserver_and_connected_by_address(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+    template = named_url(http_server, AUTOCONFIG_PATH + "?emailaddress={address}")
+
+    result = await discover(ADDRESS, nameserver=dns_server.address, autoconfig_urls=[template])
+
+    # Asked once, of the test server, A and AAAA; never of the system resolver.
+    assert dns_server.queried(AUTOCONFIG_HOST, "A") == 1
+    assert dns_server.queried(AUTOCONFIG_HOST, "AAAA") == 1
+    assert AUTOCONFIG_HOST not in traffic.names
+    assert traffic.outside_loopback() == []
+    # The request went to the address the test server gave, naming the host in Host.
+    assert http_server.requests == [AUTOCONFIG_PATH + "?emailaddress=jobs%40example.org"]
+    assert http_server.hosts == [f"{AUTOCONFIG_HOST}:{http_server.port}"]
+    assert traffic.connections_to(http_server.port) == [("127.0.0.1", http_server.port)]
+    (said,) = lookup(result, "autoconfig")
+    assert said.startswith("found: lists SMTP server(s) mail.example.org:465 tls")
+    source = f"autoconfig: http://{AUTOCONFIG_HOST}:{http_server.port}{AUTOCONFIG_PATH}"
+    assert result.candidates[0].sources == (source,)
+
+
+async def test_autoconfig_host_without_address_is_not_fetched(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[named_url(http_server)]
+    )
+
+    assert lookup(result, "autoconfig") == [
+        f"absent: {AUTOCONFIG_HOST} has no address: no document published there"
+    ]
+    assert dns_server.queried(AUTOCONFIG_HOST, "A") == 1
+    assert dns_server.queried(AUTOCONFIG_HOST, "AAAA") == 1
+    assert http_server.requests == []
+    assert traffic.http_sends == 0
+    assert traffic.outside_loopback() == []
+
+
+async def test_autoconfig_host_the_nameserver_cannot_answer_is_not_fetched(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    dns_server.behave(AUTOCONFIG_HOST, Behaviour.SERVFAIL)
+
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[named_url(http_server)], timeout=1
+    )
+
+    (said,) = lookup(result, "autoconfig")
+    assert said.startswith(f"failed: {AUTOCONFIG_HOST} could not be looked up: ")
+    assert "SERVFAIL" in said
+    assert traffic.http_sends == 0
+    assert traffic.outside_loopback() == []
+
+
+async def test_each_redirect_hop_is_resolved_again(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    final = http_server.url("/final", host=AUTOCONFIG_HOST)
+    http_server.route("/a", status=302, headers={"Location": final})
+    http_server.route("/final", body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[named_url(http_server, "/a")]
+    )
+
+    assert lookup(result, "autoconfig")[0].startswith("found:")
+    assert dns_server.queried(AUTOCONFIG_HOST, "A") == 2  # once per hop
+    assert dns_server.queried(AUTOCONFIG_HOST, "AAAA") == 2
+    assert http_server.requests == ["/a", "/final"]
+    assert http_server.hosts == [f"{AUTOCONFIG_HOST}:{http_server.port}"] * 2
+    assert traffic.outside_loopback() == []
+
+
+async def test_the_next_address_is_tried_when_one_refuses(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    # 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only.
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.2")
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[named_url(http_server)]
+    )
+
+    assert lookup(result, "autoconfig")[0].startswith("found:")
+    assert traffic.connections_to(http_server.port) == [
+        ("127.0.0.2", http_server.port),
+        ("127.0.0.1", http_server.port),
+    ]
+
+
+async def test_default_templates_with_unknown_names_make_no_http_request(
+    dns_server: DnsServer, traffic: Traffic
+) -> None:
+    # What `mailconnect discover jobs@example.org --nameserver ...` does against a server that
+    # knows only the MX: autoconfig.example.org is NXDOMAIN, example.org has no A or AAAA.
+    dns_server.add("example.org", "MX", "10 mx.example.org.")
+
+    result = await discover(ADDRESS, nameserver=dns_server.address)
+
+    for name in (AUTOCONFIG_HOST, "example.org"):
+        assert dns_server.queried(name, "A") == 1
+        assert dns_server.queried(name, "AAAA") == 1
+    assert [entry.target for entry in result.lookups if entry.kind == "autoconfig"] == [
+        url.replace("{domain}", "example.org").replace("{address}", "jobs%40example.org")
+        for url in DEFAULT_AUTOCONFIG_URLS
+    ]
+    assert lookup(result, "autoconfig") == [
+        f"absent: {name} has no address: no document published there"
+        for name in (AUTOCONFIG_HOST, "example.org")
+    ]
+    assert traffic.http_sends == 0
+    assert traffic.names == []  # nothing was handed to getaddrinfo, let alone a name
+    assert traffic.outside_loopback() == []
+    assert {port for _, port in traffic.destinations} == {dns_server.port}
+
+
+def test_cli_discover_with_a_nameserver_stays_on_loopback(
+    dns_server: DnsServer, traffic: Traffic
+) -> None:
+    dns_server.add("example.org", "MX", "10 mx.example.org.")
+
+    outcome = CliRunner().invoke(
+        app, ["discover", ADDRESS, "--nameserver", dns_server.address, "--json"]
+    )
+
+    assert outcome.exit_code == 1, outcome.output  # nothing found: no candidate at all
+    data = json.loads(outcome.output)
+    autoconfig = [entry for entry in data["lookups"] if entry["kind"] == "autoconfig"]
+    assert [entry["status"] for entry in autoconfig] == ["absent", "absent"]
+    assert all("has no address" in entry["detail"] for entry in autoconfig)
+    assert dns_server.queried(AUTOCONFIG_HOST, "A") == 1
+    assert dns_server.queried(AUTOCONFIG_HOST, "AAAA") == 1
+    assert traffic.http_sends == 0
+    assert traffic.outside_loopback() == []
+    assert {port for _, port in traffic.destinations} == {dns_server.port}
+
+
+# -- the guard on autoconfig fetches -----------------------------------------------------------
+
+
+async def test_guard_refuses_a_host_resolving_to_loopback(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[named_url(http_server)],
+        guard=GuardPolicy(),
+    )
+
+    assert lookup(result, "autoconfig") == [f"failed: {unreachable_detail(AUTOCONFIG_HOST)}"]
+    assert http_server.requests == []
+    assert traffic.connections_to(http_server.port) == []
+    assert traffic.http_sends == 0
+    (entry,) = (e for e in result.lookups if e.kind == "autoconfig")
+    assert "guard" not in entry.detail
+    assert "127.0.0.1" not in entry.detail
+    assert "loopback" not in entry.detail
+
+
+async def test_guard_refusal_reads_like_a_host_that_cannot_be_reached(
+    dns_server: DnsServer, http_server: HttpServer
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    closed = HttpServer()
+    closed_url = closed.url(AUTOCONFIG_PATH, host="autoconfig.{domain}")
+    closed.stop()  # nothing listens there any more
+    allow_loopback = GuardPolicy.parse(allow_networks="127.0.0.0/8")
+
+    refused = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[named_url(http_server)],
+        guard=GuardPolicy(),
+    )
+    unreachable = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[closed_url], guard=allow_loopback
+    )
+
+    (refused_entry,) = (e for e in refused.lookups if e.kind == "autoconfig")
+    (unreachable_entry,) = (e for e in unreachable.lookups if e.kind == "autoconfig")
+    assert refused_entry.detail == unreachable_entry.detail == unreachable_detail(AUTOCONFIG_HOST)
+    assert refused_entry.status is unreachable_entry.status is LookupStatus.FAILED
+    assert http_server.requests == []
+
+
+async def test_guard_allows_operator_networks_on_any_fetch_port(
+    dns_server: DnsServer, http_server: HttpServer
+) -> None:
+    # The port list is for SMTP: the test server's ephemeral port is not in it, and no matter.
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[named_url(http_server)],
+        guard=GuardPolicy.parse(allow_networks="127.0.0.0/8"),
+    )
+
+    assert lookup(result, "autoconfig")[0].startswith("found:")
+    assert http_server.hosts == [f"{AUTOCONFIG_HOST}:{http_server.port}"]
+
+
+async def test_guard_refuses_a_host_when_any_address_is_refused(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")  # allowed below
+    dns_server.add(AUTOCONFIG_HOST, "AAAA", "fd00::5")  # unique-local: refused
+
+    result = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[named_url(http_server)],
+        guard=GuardPolicy.parse(allow_networks="127.0.0.0/8"),
+    )
+
+    assert lookup(result, "autoconfig") == [f"failed: {unreachable_detail(AUTOCONFIG_HOST)}"]
+    assert traffic.connections_to(http_server.port) == []
+
+
+async def test_guard_refuses_an_ip_literal_without_asking_dns(
+    dns_server: DnsServer, http_server: HttpServer, traffic: Traffic
+) -> None:
+    result = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[http_server.url(AUTOCONFIG_PATH)],
+        guard=GuardPolicy(),
+    )
+
+    assert lookup(result, "autoconfig") == [f"failed: {unreachable_detail('127.0.0.1')}"]
+    assert traffic.connections_to(http_server.port) == []
+
+
+async def test_disabled_guard_checks_nothing(
+    dns_server: DnsServer, http_server: HttpServer
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    http_server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    result = await discover(
+        ADDRESS,
+        nameserver=dns_server.address,
+        autoconfig_urls=[named_url(http_server)],
+        guard=GuardPolicy.off(),
+    )
+
+    assert lookup(result, "autoconfig")[0].startswith("found:")
+
+
+# -- https: the name is the SNI name and what the certificate is checked against ---------------
+
+
+@dataclass
+class Tls:
+    server: HttpServer
+    client_context: ssl.SSLContext
+
+
+@pytest.fixture
+def tls_server() -> Iterator[Tls]:
+    """An https server on 127.0.0.1 whose certificate names autoconfig hosts, never 127.0.0.1."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(AUTOCONFIG_HOST, "config.provider.example").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with HttpServer(tls=server_context) as server:
+        yield Tls(server, client_context)
+
+
+async def fetch_named(dns: DnsServer, tls: Tls, url: str) -> str:
+    fetcher = Fetcher(DnsClient(parse_nameserver(dns.address), 2.0), 2.0, tls.client_context)
+    answer = await fetch_autoconfig(fetcher, url, address=ADDRESS)
+    return f"{answer.lookup.status.value}: {answer.lookup.detail}"
+
+
+async def test_https_uses_the_name_for_sni_and_the_certificate(
+    dns_server: DnsServer, tls_server: Tls
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    server = tls_server.server
+    server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    said = await fetch_named(dns_server, tls_server, server.url(AUTOCONFIG_PATH, AUTOCONFIG_HOST))
+
+    assert said.startswith("found:"), said
+    assert server.sni_names == [AUTOCONFIG_HOST]
+    assert server.hosts == [f"{AUTOCONFIG_HOST}:{server.port}"]
+
+
+async def test_https_certificate_for_another_name_is_refused(
+    dns_server: DnsServer, tls_server: Tls
+) -> None:
+    dns_server.add("other.example.org", "A", "127.0.0.1")
+    server = tls_server.server
+    server.route(AUTOCONFIG_PATH, body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    said = await fetch_named(
+        dns_server, tls_server, server.url(AUTOCONFIG_PATH, "other.example.org")
+    )
+
+    assert said.startswith("failed: the TLS certificate of other.example.org is not valid"), said
+    assert "other.example.org" in said.partition("(")[2]  # the check was against the name
+    assert server.sni_names == ["other.example.org"]
+    assert server.requests == []
+
+
+async def test_https_redirect_to_another_name_resolves_and_verifies_it(
+    dns_server: DnsServer, tls_server: Tls
+) -> None:
+    dns_server.add(AUTOCONFIG_HOST, "A", "127.0.0.1")
+    dns_server.add("config.provider.example", "A", "127.0.0.1")
+    server = tls_server.server
+    final = server.url("/final", host="config.provider.example")
+    server.route(AUTOCONFIG_PATH, status=302, headers={"Location": final})
+    server.route("/final", body=autoconfig_xml(("mail.example.org", 465, "SSL")))
+
+    said = await fetch_named(dns_server, tls_server, server.url(AUTOCONFIG_PATH, AUTOCONFIG_HOST))
+
+    assert said.startswith("found:"), said
+    assert f"(redirected to {final})" in said
+    assert dns_server.queried("config.provider.example", "A") == 1
+    assert server.sni_names == [AUTOCONFIG_HOST, "config.provider.example"]
+    assert server.hosts == [
+        f"{AUTOCONFIG_HOST}:{server.port}",
+        f"config.provider.example:{server.port}",
+    ]
 
 
 # -- guesses -----------------------------------------------------------------------------------
@@ -638,6 +1089,7 @@ async def test_result_is_json_ready(dns_server: DnsServer) -> None:
         ({"autoconfig_urls": ["ftp://example.org/x"]}, "autoconfig_urls"),
         ({"autoconfig_urls": ["http://{domain}:port/x"]}, "autoconfig_urls"),
         ({"ispdb": True, "ispdb_url": "file:///etc/passwd"}, "ispdb_url"),
+        ({"guard": True}, "guard"),
     ],
 )
 async def test_bad_input_raises_configuration_error_before_any_io(

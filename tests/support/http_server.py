@@ -9,12 +9,18 @@ Usage::
         url = http.url("/mail/config-v1.1.xml")
 
 or the ``http_server`` pytest fixture. Unknown paths answer 404. Routes match the path without
-its query string; every request's full path is logged in :attr:`HttpServer.requests`. A slow
-answer waits ``delay`` seconds (less if the server stops) before it sends anything.
+its query string; every request's full path is logged in :attr:`HttpServer.requests` and its
+``Host`` header in :attr:`HttpServer.hosts`. A slow answer waits ``delay`` seconds (less if the
+server stops) before it sends anything.
+
+``HttpServer(tls=context)`` serves https with a server-side :class:`ssl.SSLContext` (a trustme
+certificate, say); the SNI name of every handshake is logged in :attr:`HttpServer.sni_names`.
+``url(path, host="autoconfig.{domain}")`` puts a name (or a template) in place of 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        route = owner.requested(self.path)
+        route = owner.requested(self.path, self.headers.get("Host"))
         if route.delay and owner.stopping.wait(route.delay):
             return
         self.send_response(route.status)
@@ -71,23 +77,30 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HttpServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1 with an ephemeral port."""
+    """A threaded HTTP/1.1 server (https with ``tls``) on 127.0.0.1 with an ephemeral port."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[str] = []
+        self.hosts: list[str | None] = []  # the Host header of each request, in order
+        self.sni_names: list[str | None] = []  # the SNI name of each TLS handshake, in order
         self.stopping = threading.Event()
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
+        self.scheme = "http"
+        if tls is not None:
+            tls.sni_callback = self._sni
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
         self._started = False
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def route(
         self,
@@ -104,10 +117,15 @@ class HttpServer:
         with self._lock:
             self._routes[path] = route
 
-    def requested(self, full_path: str) -> Route:
+    def requested(self, full_path: str, host: str | None = None) -> Route:
         with self._lock:
             self.requests.append(full_path)
+            self.hosts.append(host)
             return self._routes.get(full_path.partition("?")[0], Route(status=404))
+
+    def _sni(self, _socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        with self._lock:
+            self.sni_names.append(name)
 
     def start(self) -> HttpServer:
         self._started = True

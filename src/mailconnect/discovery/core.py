@@ -8,7 +8,6 @@ one's outcome is kept as a :class:`LookupResult`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Sequence
 
@@ -29,11 +28,12 @@ from mailconnect.discovery.fetch import (
     check_templates,
     expand_template,
     fetch_autoconfig,
-    make_client,
+    make_fetcher,
 )
 from mailconnect.discovery.model import Candidate, Discovery, LookupResult
 from mailconnect.discovery.ranking import Origin, Proposal, rank_candidates
 from mailconnect.errors import ConfigurationError
+from mailconnect.netguard import GuardPolicy
 from mailconnect.providers import Catalogue, Provider, Refusal, load_catalogue
 from mailconnect.settings import Security, parse_address, parse_host
 
@@ -63,15 +63,20 @@ async def discover(
     ispdb: bool = False,
     autoconfig_urls: Sequence[str] | None = None,
     ispdb_url: str = ISPDB_URL,
+    guard: GuardPolicy | None = None,
 ) -> Discovery:
     """Find the submission endpoints for ``address``, best first.
 
     ``nameserver`` ("HOST", "HOST:PORT" or "[V6]:PORT", HOST an IP address) replaces the system
-    resolver. ``timeout`` bounds each lookup; they all run at once, so discovery takes about one
-    timeout at worst. ``autoconfig=False`` skips every HTTP fetch; ``ispdb=True`` also asks
-    Mozilla's public ISPDB (which tells a third party the domain). ``autoconfig_urls`` and
-    ``ispdb_url`` replace the URL templates (``{domain}``, ``{address}``); URLs given this way are
-    fetched without environment proxies.
+    resolver for every question, the host names of the autoconfig URLs included: each fetch
+    connects to an address that resolver gave (never through an environment proxy), keeping the
+    name for the Host header, SNI and the certificate check. ``timeout`` bounds each lookup; they
+    all run at once, so discovery takes about one timeout at worst. ``autoconfig=False`` skips
+    every HTTP fetch; ``ispdb=True`` also asks Mozilla's public ISPDB (which tells a third party
+    the domain). ``autoconfig_urls`` and ``ispdb_url`` replace the URL templates (``{domain}``,
+    ``{address}``). ``guard``, when enabled, refuses to fetch from a host with any address that
+    is not globally routable (outside its ``allow_networks``); the lookup then reads as if the
+    host could not be reached.
 
     Raises :class:`ConfigurationError` for bad input only; network failures end up in
     :attr:`Discovery.lookups`.
@@ -80,6 +85,10 @@ async def discover(
     domain = _lookup_domain(address.rpartition("@")[2])
     server = parse_nameserver(nameserver) if nameserver is not None else None
     timeout = _checked_timeout(timeout)
+    if guard is not None and not isinstance(guard, GuardPolicy):
+        raise ConfigurationError(
+            "guard", f"{guard!r} is not a GuardPolicy", "pass GuardPolicy() or GuardPolicy.parse()"
+        )
     urls: list[tuple[str, bool]] = []  # (url, is the ISPDB)
     if autoconfig:
         templates = DEFAULT_AUTOCONFIG_URLS if autoconfig_urls is None else autoconfig_urls
@@ -87,30 +96,23 @@ async def discover(
         if ispdb:
             urls += [(t, True) for t in check_templates([ispdb_url], "ispdb_url")]
     urls = [(expand_template(t, domain=domain, address=address), db) for t, db in urls]
-    # Proxies from the environment apply to the public URLs only, never to URLs given by hand.
+    # SSL_CERT_FILE / SSL_CERT_DIR apply to the public URLs only, never to URLs given by hand.
     trust_env = autoconfig_urls is None and ispdb_url == ISPDB_URL
     catalogue = catalogue if catalogue is not None else load_catalogue()
 
     dns_client = DnsClient(server, timeout)
+    fetcher = make_fetcher(dns_client, timeout, trust_env=trust_env, guard=guard) if urls else None
     guess_hosts = [f"{prefix}.{domain}" for prefix in GUESS_PREFIXES]
-    async with contextlib.AsyncExitStack() as stack:
-        client = None
-        if urls:
-            client = await stack.enter_async_context(make_client(timeout, trust_env=trust_env))
-        async with asyncio.TaskGroup() as group:
-            mx_task = group.create_task(dns_client.mx(domain))
-            srv_tasks = [group.create_task(dns_client.srv(s, domain)) for s in SRV_SECURITY]
-            fetch_tasks = []
-            if client is not None:
-                fetch_tasks = [
-                    group.create_task(
-                        fetch_autoconfig(
-                            client, url, address=address, timeout=timeout, ispdb=is_ispdb
-                        )
-                    )
-                    for url, is_ispdb in urls
-                ]
-            host_tasks = [group.create_task(dns_client.address(name)) for name in guess_hosts]
+    async with asyncio.TaskGroup() as group:
+        mx_task = group.create_task(dns_client.mx(domain))
+        srv_tasks = [group.create_task(dns_client.srv(s, domain)) for s in SRV_SECURITY]
+        fetch_tasks = []
+        if fetcher is not None:
+            fetch_tasks = [
+                group.create_task(fetch_autoconfig(fetcher, url, address=address, ispdb=is_ispdb))
+                for url, is_ispdb in urls
+            ]
+        host_tasks = [group.create_task(dns_client.address(name)) for name in guess_hosts]
 
     return _conclude(
         address,

@@ -141,6 +141,7 @@ class SrvAnswer:
 class HostAnswer:
     exists: bool | None  # None: could not tell (timeout, server failure)
     lookup: LookupResult
+    addresses: tuple[str, ...] = ()  # every A then AAAA address, in the answers' order, no repeats
 
 
 class _Outcome(Exception):
@@ -228,31 +229,34 @@ class DnsClient:
         return SrvAnswer(records, lookup)
 
     async def address(self, name: str) -> HostAnswer:
-        """Whether ``name`` has an IPv4 or IPv6 address."""
+        """The IPv4 and IPv6 addresses of ``name``: one A and one AAAA question, asked together."""
 
-        async def ask() -> tuple[bool | None, LookupStatus, str]:
+        async def ask() -> tuple[tuple[bool | None, tuple[str, ...]], LookupStatus, str]:
             results = await asyncio.gather(
                 self._resolve(name, "A"), self._resolve(name, "AAAA"), return_exceptions=True
             )
-            addresses = [
-                rdata.to_text()
-                for r in results
-                if isinstance(r, dns.resolver.Answer)
-                for rdata in r
-            ]
+            addresses = tuple(
+                dict.fromkeys(
+                    rdata.to_text()
+                    for r in results
+                    if isinstance(r, dns.resolver.Answer)
+                    for rdata in r
+                )
+            )
             if addresses:
-                return True, LookupStatus.FOUND, "has address " + ", ".join(addresses[:4])
+                detail = "has address " + ", ".join(addresses[:4])
+                return (True, addresses), LookupStatus.FOUND, detail
             outcomes = [r for r in results if isinstance(r, _Outcome)]
             others = [r for r in results if not isinstance(r, _Outcome | dns.resolver.Answer)]
             if others:
                 raise others[0]
             if all(o.status is LookupStatus.ABSENT for o in outcomes):
-                return False, LookupStatus.ABSENT, "has no address (no A or AAAA record)"
+                return (False, ()), LookupStatus.ABSENT, "has no address (no A or AAAA record)"
             failed = next(o for o in outcomes if o.status is LookupStatus.FAILED)
             raise failed
 
-        exists, lookup = await _timed("host", name, ask(), None)
-        return HostAnswer(exists, lookup)
+        (exists, addresses), lookup = await _timed("host", name, ask(), (None, ()))
+        return HostAnswer(exists, lookup, addresses)
 
     async def _resolve(self, name: str, rtype: str) -> dns.resolver.Answer:
         if self._resolver is None:
