@@ -693,3 +693,10 @@ async def test_the_default_resolver_is_the_system_resolver(
         await resolve_and_check(parse_host("nowhere.example"), 587, ON)
     assert "did not resolve" in info.value.internal_reason
     assert isinstance(info.value.__cause__, socket.gaierror)
+
+
+async def test_guard_off_resolves_names_from_etc_hosts() -> None:
+    # /etc/hosts answers "localhost" (no DNS query); the absolute form "localhost." it would not.
+    target = await resolve_and_check(parse_host("localhost"), 587, GuardPolicy.off())
+    assert target.address in {"127.0.0.1", "::1"}
+    assert target.server_hostname == "localhost"

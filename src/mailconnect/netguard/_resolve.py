@@ -102,12 +102,17 @@ class Resolver(Protocol):
 class SystemResolver:
     """The operating system's resolver, through the event loop's ``getaddrinfo``.
 
-    The name is resolved as absolute (a trailing dot is added) so the operator's DNS search
-    domains are never appended to a tenant's name.
+    With ``absolute=True`` (used whenever the guard is on) a trailing dot is added, so the
+    operator's DNS search domains are never appended to a tenant's name. Without the guard the
+    name goes as typed, so that names from /etc/hosts (``localhost``, an on-premises server the
+    operator listed there) resolve: glibc does not match ``localhost.`` against /etc/hosts.
     """
 
+    def __init__(self, *, absolute: bool = True) -> None:
+        self.absolute = absolute
+
     async def resolve(self, name: str) -> list[str]:
-        absolute = name if name.endswith(".") else f"{name}."
+        absolute = name if name.endswith(".") or not self.absolute else f"{name}."
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(
             absolute, None, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
@@ -166,7 +171,9 @@ async def resolve_and_check(
             problem = _name_problem(host.ascii)
             if problem is not None:
                 raise _refused(host, port, problem)
-        addresses = await _resolve(host, port, resolver or SystemResolver(), timeout)
+        addresses = await _resolve(
+            host, port, resolver or SystemResolver(absolute=policy.enabled), timeout
+        )
     for address in addresses:
         denial = check_address(address, policy)
         if denial is not None:
