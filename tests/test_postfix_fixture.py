@@ -20,7 +20,6 @@ import pytest
 from tests.support import postfix as postfix_module
 from tests.support.postfix import PostfixServer
 
-pytest_plugins = ["tests.support.postfix"]
 pytestmark = pytest.mark.postfix
 
 RECIPIENT = "someone@customer.example"
