@@ -7,6 +7,10 @@ tell "fix your input" from "try again later" with one ``except`` clause::
     MailconnectError
     ├── ConfigurationError (also ValueError)     a setting is invalid; names the field and the fix
     │   └── CatalogueError                       a data file shipped with mailconnect is malformed
+    ├── NotFound (also LookupError)              no such row *for this tenant* (no existence oracle)
+    ├── SecretError                              a stored secret cannot be used
+    │   ├── SecretUndecryptable                  no configured key opens it (missing key, altered)
+    │   └── SecretBindingError                   it was encrypted for another row (copied)
     └── DeliveryError                            talking to a server went wrong
         ├── DiscoveryError                       discovery could not run at all (bad resolver, ...)
         └── TargetUnreachable (also ConnectionError)   netguard: the host cannot be reached or is
@@ -23,6 +27,10 @@ __all__ = [
     "DeliveryError",
     "DiscoveryError",
     "MailconnectError",
+    "NotFound",
+    "SecretBindingError",
+    "SecretError",
+    "SecretUndecryptable",
 ]
 
 
@@ -49,6 +57,30 @@ class ConfigurationError(MailconnectError, ValueError):
 
 class CatalogueError(ConfigurationError):
     """A data file (provider catalogue, rule texts, reply explanations) does not validate."""
+
+
+class NotFound(MailconnectError, LookupError):
+    """No such ``kind`` (``"connection"``, ``"tenant"``) with this id for this tenant.
+
+    A row of another tenant is reported exactly like a missing one, so ids cannot be probed.
+    """
+
+    def __init__(self, kind: str, identifier: object) -> None:
+        self.kind = kind
+        self.identifier = str(identifier)
+        super().__init__(f"no {kind} with id {identifier}")
+
+
+class SecretError(MailconnectError):
+    """A stored secret cannot be used. The message never contains the secret or a key."""
+
+
+class SecretUndecryptable(SecretError):
+    """No configured key opens the value: its key is missing, or the stored value was altered."""
+
+
+class SecretBindingError(SecretError):
+    """The value decrypts, but it was encrypted for another tenant, connection or purpose."""
 
 
 class DeliveryError(MailconnectError):

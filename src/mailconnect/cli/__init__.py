@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailconnect.cli import discover, explain, lint, providers
+from mailconnect.cli import db, discover, explain, lint, providers
 
 app = typer.Typer(
     name="mailconnect",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(providers.app, name="providers")
+app.add_typer(db.app, name="db")
 app.command("lint")(lint.lint)
 app.command("discover")(discover.discover)
 app.command("explain")(explain.explain)

@@ -1,0 +1,250 @@
+"""Migrations on empty SQLite and PostgreSQL databases; the models match them; the runner."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import CheckConstraint, Engine, Enum, inspect, text
+from sqlalchemy.exc import OperationalError
+from typer.testing import CliRunner
+
+from mailconnect.cli import db as db_cli
+from mailconnect.errors import ConfigurationError
+from mailconnect.store import (
+    Base,
+    create_engine,
+    downgrade,
+    head_revision,
+    open_database,
+    pending_model_changes,
+    schema_status,
+    upgrade,
+)
+from mailconnect.store.engine import BUSY_TIMEOUT_MS
+from mailconnect.store.migrate import MIGRATIONS_DIR, VERSION_TABLE
+
+
+TABLES = {
+    "mailconnect_tenants",
+    "mailconnect_connections",
+    "mailconnect_connection_secrets",
+    "mailconnect_messages",
+    "mailconnect_message_recipients",
+    "mailconnect_attempts",
+    "mailconnect_rate_events",
+    "mailconnect_session_leases",
+}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def test_upgrade_creates_every_table_on_an_empty_database(engine: Engine) -> None:
+    assert _tables(engine) == set()
+    assert schema_status(engine).current is None
+    status = upgrade(engine)
+    assert status.current == status.head == head_revision()
+    assert status.up_to_date
+    assert _tables(engine) == TABLES | {VERSION_TABLE}
+    assert set(Base.metadata.tables) == TABLES
+
+
+def test_models_match_the_migrations(engine: Engine) -> None:
+    upgrade(engine)
+    assert pending_model_changes(engine) == []
+
+
+def test_check_constraints_and_vocabularies_match_the_models(engine: Engine) -> None:
+    """Autogenerate does not compare CHECK constraints, so this test does."""
+    upgrade(engine)
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        expected = {str(c.name) for c in table.constraints if isinstance(c, CheckConstraint)}
+        reflected = {c["name"]: c["sqltext"] for c in inspector.get_check_constraints(table.name)}
+        assert set(reflected) == expected, table.name
+        for column in table.columns:
+            if isinstance(column.type, Enum) and column.type.enum_class is not None:
+                words = set(
+                    re.findall(r"'([a-z0-9_]+)'", reflected[f"ck_{table.name}_{column.name}"])
+                )
+                assert words == {m.value for m in column.type.enum_class}, column
+
+
+def test_model_comparison_notices_a_difference(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX ix_mailconnect_messages_state_next_attempt_at"))
+    changes = pending_model_changes(engine)
+    assert [change[0] for change in changes] == ["add_index"]
+
+
+def test_upgrade_twice_is_a_no_op_and_downgrade_to_base_drops_everything(engine: Engine) -> None:
+    upgrade(engine)
+    assert upgrade(engine).up_to_date
+    status = downgrade(engine, "base")
+    assert status.current is None
+    assert _tables(engine) <= {VERSION_TABLE}
+    upgrade(engine)
+    assert pending_model_changes(engine) == []
+
+
+def test_open_database_upgrades_on_start(database_url: str) -> None:
+    engine = open_database(database_url)
+    try:
+        assert schema_status(engine).up_to_date
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_start_ups_migrate_once(database_url: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        engine = create_engine(database_url)
+        try:
+            barrier.wait()
+            upgrade(engine)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    engine = create_engine(database_url)
+    try:
+        assert schema_status(engine).up_to_date
+    finally:
+        engine.dispose()
+
+
+def test_a_schema_from_a_newer_version_is_refused_clearly(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE mailconnect_alembic_version SET version_num = '9999'"))
+    with pytest.raises(ConfigurationError, match="newer version") as caught:
+        upgrade(engine)
+    assert caught.value.field == "MAILCONNECT_DATABASE_URL"
+
+
+def test_sqlite_pragmas_hold_on_every_connection(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'mailconnect.db'}", pool_size=3)
+    try:
+        upgrade(engine)  # the migration switches foreign keys off and must switch them back
+        readers = engine.execution_options(sqlite_begin="DEFERRED")  # three at once
+        held = [readers.connect() for _ in range(3)]
+        try:
+            for connection in held:
+                pragmas = {
+                    name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                    for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                }
+                assert pragmas == {
+                    "journal_mode": "wal",
+                    "synchronous": 2,  # FULL
+                    "foreign_keys": 1,
+                    "busy_timeout": BUSY_TIMEOUT_MS,
+                }
+        finally:
+            for connection in held:
+                connection.close()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mailconnect.db'}"
+    first, second = create_engine(url), create_engine(url)
+    try:
+        with first.connect() as holder:
+            holder.exec_driver_sql("SELECT 1")  # BEGIN IMMEDIATE: holds the write lock
+            with second.connect() as waiter:
+                driver = waiter.connection.driver_connection
+                assert driver is not None
+                driver.execute("PRAGMA busy_timeout = 100")  # before BEGIN: do not wait 10 s
+                with pytest.raises(OperationalError, match="locked"):
+                    waiter.exec_driver_sql("SELECT 1")
+            reader = second.execution_options(sqlite_begin="DEFERRED")
+            with reader.connect() as connection:  # a reader does not wait for the writer
+                assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+def test_migrations_are_packaged_with_the_code() -> None:
+    names = {path.name for path in MIGRATIONS_DIR.iterdir()}
+    assert {"__init__.py", "env.py", "script.py.mako", "versions"} <= names
+    assert (MIGRATIONS_DIR / "versions" / "__init__.py").exists()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"**/*.mako"' in pyproject
+
+
+# The command line
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("MAILCONNECT_DATABASE_URL", "MAILCONNECT_SECRET_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAILCONNECT_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_cli_current_then_upgrade_then_current(cli_env: Path) -> None:
+    runner = CliRunner()
+    before = runner.invoke(db_cli.app, ["current", "--json"])
+    assert before.exit_code == 1, before.output
+    assert json.loads(before.output)["current"] is None
+
+    upgraded = runner.invoke(db_cli.app, ["upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"Upgraded from (empty) to {head_revision()}" in upgraded.output
+    assert (cli_env / "mailconnect.db").exists()
+
+    again = runner.invoke(db_cli.app, ["upgrade", "--json"])
+    report = json.loads(again.output)
+    assert report["previous"] == report["current"] == head_revision()
+    assert report["up_to_date"] is True
+
+    after = runner.invoke(db_cli.app, ["current"])
+    assert after.exit_code == 0
+    assert "Up to date" in after.output
+
+
+def test_cli_reports_an_unreachable_database_without_its_password(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "MAILCONNECT_DATABASE_URL", "postgresql://mc:hunter2-secret@127.0.0.1:1/mailconnect"
+    )
+    result = CliRunner().invoke(db_cli.app, ["current", "--json"])
+    assert result.exit_code == 1
+    assert "hunter2-secret" not in result.output
+    error = json.loads(result.output)["error"]
+    assert error["database"] == "postgresql+psycopg://mc:***@127.0.0.1:1/mailconnect"
+
+
+def test_cli_names_an_invalid_setting(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILCONNECT_DATABASE_URL", "mysql://db/mailconnect")
+    result = CliRunner().invoke(db_cli.app, ["upgrade", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)["error"]["field"] == "MAILCONNECT_DATABASE_URL"
