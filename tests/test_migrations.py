@@ -28,7 +28,6 @@ from mailconnect.store import (
 from mailconnect.store.engine import BUSY_TIMEOUT_MS
 from mailconnect.store.migrate import MIGRATIONS_DIR, VERSION_TABLE
 
-
 TABLES = {
     "mailconnect_tenants",
     "mailconnect_connections",

@@ -52,7 +52,6 @@ from mailconnect.store import (
     update_connection,
 )
 
-
 PASSWORD = "s3cret-app-password-xyz"
 
 

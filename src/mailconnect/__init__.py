@@ -10,15 +10,18 @@ from mailconnect.errors import (
     MailconnectError,
 )
 from mailconnect.findings import Finding, Severity, blocking
+from mailconnect.probe import AutoReport, Report, Timeouts, probe, probe_candidates
 from mailconnect.providers import Catalogue, Provider, load_catalogue
 from mailconnect.rules import lint
 from mailconnect.settings import AuthMethod, ConnectionSettings, Host, Security, Sender
+from mailconnect.smtp import TlsPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Actor",
     "AuthMethod",
+    "AutoReport",
     "Candidate",
     "Catalogue",
     "CatalogueError",
@@ -33,14 +36,19 @@ __all__ = [
     "Host",
     "MailconnectError",
     "Provider",
+    "Report",
     "Security",
     "Sender",
     "Severity",
     "Stage",
+    "Timeouts",
+    "TlsPolicy",
     "__version__",
     "blocking",
     "discover",
     "explain",
     "lint",
     "load_catalogue",
+    "probe",
+    "probe_candidates",
 ]

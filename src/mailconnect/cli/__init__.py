@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mailconnect.cli import db, discover, explain, lint, providers
+from mailconnect.cli import test as test_command
 
 app = typer.Typer(
     name="mailconnect",
@@ -18,6 +19,7 @@ app.add_typer(db.app, name="db")
 app.command("lint")(lint.lint)
 app.command("discover")(discover.discover)
 app.command("explain")(explain.explain)
+app.command("test")(test_command.test)
 
 
 def main() -> None:

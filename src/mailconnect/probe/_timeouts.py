@@ -1,0 +1,76 @@
+"""Time limits of a connection test: one per step, and one for the whole test."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from mailconnect.diagnosis import Failure, Stage
+from mailconnect.errors import ConfigurationError
+from mailconnect.smtp import SessionError
+
+__all__ = ["Deadline", "Timeouts"]
+
+MAX_SECONDS = 300.0
+
+
+def _checked(value: float, field: str) -> float:
+    if (
+        not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_SECONDS
+    ):
+        raise ConfigurationError(
+            field, f"{value!r} is not a time limit in seconds", "give a number from 0.1 to 300"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds: ``connect`` for the TCP connection, ``step`` for the greeting, the TLS handshake
+    and each command's reply, ``data`` for the reply to a test message, ``total`` for the test.
+    """
+
+    connect: float = 10.0
+    step: float = 10.0
+    data: float = 60.0
+    total: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "step", "data", "total"):
+            _checked(getattr(self, name), "timeout")
+
+    @classmethod
+    def per_step(cls, seconds: float) -> Timeouts:
+        """``seconds`` for every step; the whole test may take four steps' worth, at least 60 s."""
+        seconds = _checked(seconds, "timeout")
+        return cls(
+            connect=seconds,
+            step=seconds,
+            data=max(seconds, 60.0),
+            total=min(MAX_SECONDS, max(60.0, 4 * seconds)),
+        )
+
+
+class Deadline:
+    """The test's total time limit, shared by its steps."""
+
+    def __init__(self, total: float) -> None:
+        self.total = total
+        self._end = time.monotonic() + total
+
+    def remaining(self) -> float:
+        return self._end - time.monotonic()
+
+    def budget(self, wanted: float, stage: Stage) -> float:
+        """``wanted`` seconds, or what is left of the total; raises SessionError when nothing is."""
+        remaining = self.remaining()
+        if remaining <= 0:
+            raise SessionError(
+                stage,
+                failure=Failure.TIMEOUT,
+                detail=f"the test's time limit of {self.total:g} s ran out",
+            )
+        return min(wanted, remaining)
