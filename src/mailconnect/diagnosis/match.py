@@ -32,6 +32,7 @@ __all__ = ["Context", "diagnose_failure", "diagnose_reply", "explain"]
 
 _PATTERN, _EXACT, _SUBJECT, _CLASS, _CODE = 6, 5, 3, 1, 2
 _PROVIDER, _PORT, _STAGE, _SECURITY = 4, 3, 2, 2
+_MAX_DETAIL = 500  # characters of a failure detail kept in the diagnosis
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,9 @@ def diagnose_failure(
             score += _PATTERN
         if best is None or score > best[0]:
             best = (score, entry)
-    reply = parse_reply(text) if text.strip() else None
+    # A failure is what the client saw, not a server reply: a code quoted inside it (a greeting
+    # seen on a second connection, say) must not be shown as if the server had answered it.
+    reply = ParsedReply(None, None, text[:_MAX_DETAIL]) if text.strip() else None
     if best is None:  # cannot happen: the table is checked to have an entry for every kind
         return _diagnosis(load_replies().fallback, reply, None)
     return _diagnosis(best[1], reply, best[1].id)
