@@ -24,13 +24,6 @@ from mailconnect.smtp import SessionError
 
 __all__ = ["diagnose", "it_text", "resolve_failure"]
 
-# The diagnosis table explains "no greeting, but the port speaks TLS" under the implicit TLS port;
-# the probe confirms that symptom itself (a second connection completes a TLS handshake), so it
-# asks for the advice given for that port whatever the port number is. See the report to the lead:
-# a failure kind of its own ("tls_expected") would say it directly.
-_IMPLICIT_TLS_PORT = 465
-
-
 def diagnose(
     error: SessionError,
     settings: ConnectionSettings,
@@ -50,12 +43,12 @@ def diagnose(
             security=settings.security,
         )
     failure = error.failure or Failure.DISCONNECTED
-    port = settings.port
     if expects_implicit_tls:
-        failure, port = Failure.BANNER_TIMEOUT, _IMPLICIT_TLS_PORT
+        # No greeting, but a second connection completed a TLS handshake: the port wants TLS.
+        failure = Failure.TLS_EXPECTED
     return diagnose_failure(
         failure,
-        port=port,
+        port=settings.port,
         security=settings.security,
         provider=provider,
         detail=redact(error.detail, secrets),
