@@ -24,6 +24,7 @@ from mailconnect.smtp import SessionError
 
 __all__ = ["diagnose", "it_text", "resolve_failure"]
 
+
 def diagnose(
     error: SessionError,
     settings: ConnectionSettings,
