@@ -144,7 +144,11 @@ def test_amazon_ses_offers_every_documented_port_in_each_region(catalogue: Catal
 
 
 def test_only_sending_services_offer_port_2525(catalogue: Catalogue) -> None:
-    offering = {p.id for p in catalogue.providers if p.allows_port(2525)}
+    offering = {
+        p.id
+        for p in catalogue.providers
+        if any(p.endpoint(e.host, 2525, e.security) for e in p.endpoints)
+    }
     assert offering == {"sendgrid", "mailgun", "postmark", "brevo", "mailjet"}
 
 
@@ -165,7 +169,7 @@ def test_sendgrid_login_is_the_word_apikey(catalogue: Catalogue) -> None:
 
 def test_postmark_has_no_port_465(catalogue: Catalogue) -> None:
     postmark = catalogue.get("postmark")
-    assert not postmark.allows_port(465)
+    assert postmark.endpoint("smtp.postmarkapp.com", 465, Security.TLS) is None
     assert {e.port for e in postmark.endpoints} == {25, 587, 2525}
     refusal = postmark.refusal_for("smtp.postmarkapp.com", 465)
     assert refusal is not None
@@ -533,6 +537,36 @@ def test_docs_command_checks_and_writes(tmp_path: Path) -> None:
     assert runner.invoke(app, ["providers", "docs", "--output", str(path)]).exit_code == 0
     fresh = runner.invoke(app, ["providers", "docs", "--check", "--output", str(path)])
     assert fresh.exit_code == 0
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_docs_command_with_an_unusable_output_exits_2(tmp_path: Path, check: bool) -> None:
+    from typer.testing import CliRunner
+
+    from mailconnect.cli import app
+
+    runner = CliRunner()
+    flags = ["--check"] if check else []
+    for target in (tmp_path / "missing" / "dir" / "providers.md", tmp_path):
+        if check and not target.exists():
+            continue  # --check on a missing file: stale, exit 1 (above)
+        result = runner.invoke(app, ["providers", "docs", *flags, "--output", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "Invalid --output" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_refusal_for_asks_the_owner_first(catalogue: Catalogue) -> None:
+    for provider in catalogue.providers:
+        for refusal in provider.refused:
+            for pattern in refusal.hosts:
+                host = pattern.replace("*", "x")
+                port = (refusal.ports or [587])[0]
+                found = catalogue.refusal_for(host, port)
+                assert found is not None, host
+                owner = catalogue.for_host(host)
+                if owner is not None and owner.refusal_for(host, port) is not None:
+                    assert found is owner.refusal_for(host, port), host
 
 
 # --- helpers ----------------------------------------------------------------------------------

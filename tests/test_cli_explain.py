@@ -78,4 +78,24 @@ def test_explain_bad_option_values_exit_2(option: str, value: str) -> None:
 
 
 def test_explain_empty_text_exits_2() -> None:
-    assert runner.invoke(app, ["explain", "  "]).exit_code == 2
+    result = runner.invoke(app, ["explain", "  "])
+    assert result.exit_code == 2
+    assert "Invalid text" in result.output
+
+
+@pytest.mark.parametrize(("args", "stdin"), [(["", "--json"], None), (["-", "--json"], " \n")])
+def test_explain_empty_text_keeps_the_json_contract(args: list[str], stdin: str | None) -> None:
+    result = runner.invoke(app, ["explain", *args], input=stdin)
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["field"] == "text"
+    assert error["problem"]
+    assert error["fix"]
+
+
+def test_explain_port_of_5000_digits_exits_2_naming_the_port() -> None:
+    result = runner.invoke(
+        app, ["explain", "550 5.1.1 no such user", "--port", "7" * 5000, "--json"]
+    )
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"]["field"] == "port"

@@ -74,6 +74,8 @@ def test_lint_json() -> None:
     [
         (["--host", "smtp.example.com\r\nX", "--port", "587", "--security", "starttls"], "host"),
         (["--host", "smtp.example.com", "--port", "99999", "--security", "starttls"], "port"),
+        (["--host", "smtp.example.com", "--port", "5" * 5000, "--security", "starttls"], "port"),
+        (["--host", "smtp.example.com", "--port", "0" * 4400 + "1x", "--security", "tls"], "port"),
         (["--host", "smtp.example.com", "--port", "587", "--security", "ssl"], "security"),
         (
             ["--host", "h.example.com", "--port", "587", "--security", "tls", "--sender", "x"],

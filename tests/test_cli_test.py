@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import pytest
-import typer
 from tests.support.dns_server import DnsServer
 from tests.support.smtp_servers import (
     PASSWORD,
@@ -26,7 +25,11 @@ from tests.support.smtp_servers import (
 )
 from typer.testing import CliRunner
 
-import mailconnect.cli.test as cli_test
+from mailconnect.cli import app
+from mailconnect.cli.test import print_auto
+from mailconnect.probe import AutoReport, SkippedEndpoint
+from mailconnect.probe._auto import UNENCRYPTED_WITH_LOGIN
+from mailconnect.settings import Security
 
 __all__ = ["starttls_server", "tls_server"]  # the fixtures, imported for pytest to find
 
@@ -34,22 +37,8 @@ runner = CliRunner()
 ENV = {"MC_TEST_PASSWORD": PASSWORD, "MC_TEST_TOKEN": TOKEN}
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """The command under test, as a subcommand (the lead registers it in mailconnect.cli)."""
-
-    app.command("test")(cli_test.test)
-    return app
-
-
-APP = _app()
-
-
 def invoke(*args: str, stdin: str | None = None) -> tuple[int, str]:
-    result = runner.invoke(APP, ["test", *args], env=ENV, input=stdin)
+    result = runner.invoke(app, ["test", *args], env=ENV, input=stdin)
     return result.exit_code, result.output
 
 
@@ -92,6 +81,10 @@ def test_a_password_is_never_a_flag_value() -> None:
         (["--host", "smtp.acme.com", "--port", "587"], "security"),
         (["--auto"], "address"),
         (["jobs@acme.com", "--auto", "--host", "smtp.acme.com"], "host"),
+        (["jobs@acme.com", "--auto", "--sender", "hr@acme.com"], "sender"),
+        (["jobs@acme.com", "--auto", "--send-test-to", "hr@acme.com"], "send_test_to"),
+        (["jobs@acme.com", "--auto", "--auth", "oauth2"], "auth"),
+        (["--host", "smtp.acme.com", "--port", "5" * 5000, "--security", "tls"], "port"),
         (["jobs@acme.com", "--host", "h.acme.com", "--port", "1", "--security", "tls"], "address"),
         (["--host", "smtp.acme.com", "--port", "99999", "--security", "tls"], "port"),
         (
@@ -132,6 +125,23 @@ def test_bad_usage_exits_2_and_names_the_field(args: list[str], field: str) -> N
     code, output = invoke(*args, "--json")
     assert code == 2, output
     assert json.loads(output)["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--sender", "hr@acme.com"), ("--send-test-to", "hr@acme.com"), ("--auth", "password")],
+)
+def test_auto_mode_refuses_the_options_it_would_ignore(option: str, value: str) -> None:
+    code, output = invoke("jobs@acme.com", "--auto", option, value)
+    assert code == 2, output
+    assert f"{option} cannot be combined with --auto" in output
+    assert "Traceback" not in output
+
+
+def test_the_command_is_registered_in_the_real_app() -> None:
+    code, output = invoke("--help")
+    assert code == 0
+    assert "--auto" in output
 
 
 # --- single endpoint ----------------------------------------------------------------------------
@@ -265,3 +275,17 @@ async def test_auto_mode_discovers_and_recommends() -> None:
     ports = {r["port"]: r["works"] for r in result["results"]}
     assert ports == {tls.port: True, starttls.port: True}
     assert result["recommended"]["host"] == "mail.acme.com"
+
+
+def test_auto_output_lists_the_endpoints_skipped_for_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    skipped = SkippedEndpoint(
+        "mail.acme.com", 25, Security.NONE, UNENCRYPTED_WITH_LOGIN, ("autoconfig: acme.com",)
+    )
+    print_auto(AutoReport(USER, (), None, 1.0, skipped=(skipped,)))
+    output = capsys.readouterr().out
+    assert "0 endpoints tested, 1 skipped" in output
+    assert "mail.acme.com port 25 (none): not tested" in output
+    assert "password unencrypted" in output
+    assert "No endpoint works" in output

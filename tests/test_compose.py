@@ -28,6 +28,7 @@ from mailconnect.compose import (
     render,
 )
 from mailconnect.errors import ConfigurationError
+from mailconnect.settings import parse_sender
 
 DOMAIN = "acme.example"
 INJECTION = "=?utf-8?q?x=0D=0ABcc:_evil@example.com?="
@@ -773,3 +774,59 @@ def test_overlong_content_type_refused() -> None:
     with pytest.raises(ConfigurationError) as error:
         rendered(attachments=[Attachment("a.bin", "application/" + "x" * 2000, b"")])
     assert error.value.field == "attachments[0].content_type"
+
+
+# -- raw messages from anyone: only ConfigurationError ---------------------------------------------
+
+_RAW_PIECES = st.sampled_from(
+    [
+        b"From: a@example.com\r\n",
+        b"To: b@example.com\r\n",
+        b"Bcc: c@example.com\r\n",
+        b"Subject: =?utf-8?b?4oCo?=\r\n",  # an encoded U+2028
+        b"Subject: =?x-unknown?q?=85?=\r\n",
+        b"Message-ID: <a@b>\r\n",
+        b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+        b" folded\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\x00",
+        b"\xff\xfe",
+        "Subject: Grüße\r\n".encode(),
+        b"X-" + b"9" * 5000 + b": x\r\n",
+        b"body .\r\n.\r\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=2000), st.lists(_RAW_PIECES, max_size=12).map(b"".join)))
+def test_parse_raw_takes_any_bytes(raw: bytes) -> None:
+    try:
+        result = parse_raw(raw, domain_for_id=DOMAIN, now=NOW)
+    except ConfigurationError as exc:
+        assert exc.field.startswith(("raw", "recipients")), exc.field
+        assert exc.problem
+        assert exc.fix
+        return
+    assert not has_bare_cr_or_lf(result.data)
+    assert result.size == len(result.data)
+    assert result.recipients
+    assert b"\r\nBcc:" not in b"\r\n" + result.data.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("char", ["\x85", "\x9b", "\u2028", "\u2029"])
+def test_settings_and_compose_refuse_the_same_display_names(char: str) -> None:
+    # One control-character policy: what settings let through, compose never refuses later.
+    with pytest.raises(ConfigurationError) as error:
+        parse_sender("jobs@acme.example", f"Acme{char}Jobs")
+    assert error.value.field == "sender.display_name"
+    with pytest.raises(ConfigurationError):
+        rendered(from_=Mailbox("jobs@acme.example", f"Acme{char}Jobs"))
+
+
+def test_an_encoded_word_that_decodes_to_a_c1_control_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as error:
+        parse_raw(FT + b"Subject: =?iso-8859-1?q?a=9Bb?=\r\n", domain_for_id=DOMAIN)
+    assert "control character" in error.value.problem

@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.support.dns_server import Behaviour, DnsServer, dns_server
 from tests.support.http_server import HttpServer, http_server
+from tests.test_rules import OVERLAPPING
 from typer.testing import CliRunner
 
 from mailconnect.cli import app
@@ -51,7 +52,9 @@ from mailconnect.discovery.fetch import (
 )
 from mailconnect.errors import ConfigurationError
 from mailconnect.netguard import GuardPolicy
-from mailconnect.settings import Security
+from mailconnect.providers import parse_catalogue
+from mailconnect.rules import lint
+from mailconnect.settings import ConnectionSettings, Security
 
 __all__ = ["dns_server", "http_server"]  # the fixtures, imported for pytest to find
 
@@ -415,6 +418,23 @@ async def test_oversized_document_without_length_is_cut_off(
 
     (said,) = lookup(result, "autoconfig")
     assert "larger than 256 KiB" in said
+
+
+@pytest.mark.parametrize("length", ["9" * 5000, "9" * 19, "²"])
+async def test_a_content_length_that_is_no_real_number_never_raises(
+    dns_server: DnsServer, http_server: HttpServer, length: str
+) -> None:
+    body = autoconfig_xml(("mail.example.org", 465, "SSL"))
+    http_server.route(
+        AUTOCONFIG_PATH, body=body, send_length=False, headers={"Content-Length": length}
+    )
+
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig_urls=[http_server.url(AUTOCONFIG_PATH)]
+    )
+
+    (said,) = lookup(result, "autoconfig")
+    assert said.startswith("failed: "), said
 
 
 async def test_redirects_are_followed_up_to_three(
@@ -1075,6 +1095,25 @@ async def test_result_is_json_ready(dns_server: DnsServer) -> None:
     assert data["lookups"][0]["ok"] is True
 
 
+# -- the same refusal as lint --------------------------------------------------------------------
+
+
+async def test_discovery_and_lint_name_the_same_refusal(dns_server: DnsServer) -> None:
+    catalogue = parse_catalogue(OVERLAPPING)
+    dns_server.add("_submission._tcp.example.org", "SRV", "0 1 587 relay.beta.example.")
+    result = await discover(
+        ADDRESS, nameserver=dns_server.address, autoconfig=False, catalogue=catalogue
+    )
+    refused = {(c.host, c.refused) for c in result.candidates if c.refused}
+    assert refused == {("relay.beta.example", "beta.relay_refused")}
+    settings = ConnectionSettings.parse(
+        host="relay.beta.example", port=587, security="starttls", auth="none"
+    )
+    assert [f.code for f in lint(settings, catalogue=catalogue) if f.field == "host"] == [
+        "beta.relay_refused"
+    ]
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -1086,6 +1125,9 @@ async def test_result_is_json_ready(dns_server: DnsServer) -> None:
         ({"nameserver": "dns.example.org"}, "nameserver"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"timeout": "5"}, "timeout"),
+        pytest.param({"timeout": 10**5000}, "timeout", id="huge-timeout"),
         ({"autoconfig_urls": ["ftp://example.org/x"]}, "autoconfig_urls"),
         ({"autoconfig_urls": ["http://{domain}:port/x"]}, "autoconfig_urls"),
         ({"ispdb": True, "ispdb_url": "file:///etc/passwd"}, "ispdb_url"),

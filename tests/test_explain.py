@@ -243,7 +243,10 @@ def test_the_fallback_shows_no_reply_for_empty_text() -> None:
         ({"stage": "lunch"}, "stage"),
         ({"port": "smtp"}, "port"),
         ({"port": 0}, "port"),
+        ({"port": "5" * 5000}, "port"),
         ({"security": "ssl3"}, "security"),
+        ({"security": 1}, "security"),
+        ({"stage": ["auth"]}, "stage"),
     ],
 )
 def test_invalid_context_raises_configuration_error(kwargs: dict[str, str], field: str) -> None:

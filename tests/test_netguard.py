@@ -369,6 +369,43 @@ def test_policy_refuses_bad_ports(ports: str) -> None:
     assert "25,465,587,2525" in info.value.fix
 
 
+@pytest.mark.parametrize(
+    "ports",
+    [
+        "9" * 5000,
+        "25," + "1" * 4400,
+        pytest.param(["9" * 5000], id="list-of-digits"),
+        pytest.param([10**5000], id="huge-int"),
+        pytest.param([True], id="bool"),
+        pytest.param([2.5], id="float"),
+    ],
+)
+def test_policy_refuses_ports_of_thousands_of_digits(ports: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        GuardPolicy.parse(allowed_ports=ports)  # type: ignore[arg-type]
+    assert info.value.field == "allowed_ports"
+    assert len(str(info.value)) < 300
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.lists(st.one_of(st.text(), st.integers(), st.booleans(), st.none(), st.floats())),
+    ),
+    st.one_of(st.text(), st.lists(st.one_of(st.text(), st.integers(), st.none()))),
+)
+def test_policy_parse_takes_any_input(ports: object, networks: object) -> None:
+    # Only ever a valid policy or a ConfigurationError naming one of the two settings.
+    try:
+        policy = GuardPolicy.parse(allowed_ports=ports, allow_networks=networks)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        assert exc.field in {"allowed_ports", "allow_networks"}
+        return
+    assert policy.allowed_ports
+    assert all(1 <= port <= 65535 for port in policy.allowed_ports)
+    assert all(network.prefixlen > 0 for network in policy.allow_networks)
+
+
 @pytest.mark.parametrize("networks", ["banana", "10.0.0.0/33", "10.0.0.0/8, fd00::/129", "::/0"])
 def test_policy_refuses_bad_networks(networks: str) -> None:
     with pytest.raises(ConfigurationError) as info:

@@ -25,6 +25,7 @@ from tests.support.smtp_servers import (
     tls_server,
 )
 
+from mailconnect.compose import MessageInput, render
 from mailconnect.diagnosis import Cause
 from mailconnect.discovery import Candidate, Discovery
 from mailconnect.errors import ConfigurationError
@@ -45,6 +46,7 @@ from mailconnect.probe import (
     recommend,
     settings_summary,
     steps_for,
+    unencrypted_for_login,
 )
 from mailconnect.probe._envelope import mail_options, wire_address
 from mailconnect.probe._message import build_test_message
@@ -104,10 +106,57 @@ def test_invalid_input_is_refused_before_any_connection(
     assert "Zq9xK" not in str(caught.value)  # a bad password is never echoed
 
 
-@pytest.mark.parametrize("seconds", [0, -1, float("nan"), 301])
+@pytest.mark.parametrize(
+    "seconds",
+    [0, -1, float("nan"), float("inf"), 301, True, pytest.param(10**5000, id="huge"), "5"],
+)
 def test_timeouts_are_checked(seconds: float) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError) as caught:
         Timeouts.per_step(seconds)
+    assert caught.value.field == "timeout"
+    with pytest.raises(ConfigurationError):
+        Timeouts(connect=seconds)
+
+
+def test_a_plan_never_shows_its_secret_in_repr() -> None:
+    for secret, options in ((PASSWORD, {"password": PASSWORD}), (TOKEN, {"oauth_token": TOKEN})):
+        auth = "oauth2" if "oauth_token" in options else "password"
+        prepared = prepare(_settings(auth=auth), **options)  # type: ignore[arg-type]
+        assert prepared.secret == secret
+        assert_no_secret(repr(prepared), str(prepared))
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("app.example.com", "app.example.com"),
+        ("App.Bücher.example", "app.xn--bcher-kva.example"),
+        ("192.0.2.10", "[192.0.2.10]"),
+        ("[192.0.2.10]", "[192.0.2.10]"),
+        ("2001:db8::1", "[IPv6:2001:db8::1]"),
+    ],
+)
+def test_the_ehlo_name_is_sent_in_ascii(given: str, sent: str) -> None:
+    assert prepare(_settings(), password=PASSWORD, ehlo_name=given).ehlo_name == sent
+
+
+@pytest.mark.parametrize(
+    "given", ["", " ", "app example.com", "app.example.com\r\nMAIL", "bad_name.example", "a@b.c"]
+)
+def test_an_ehlo_name_that_is_no_host_name_is_refused(given: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        prepare(_settings(), password=PASSWORD, ehlo_name=given)
+    assert caught.value.field == "ehlo_name"
+
+
+async def test_a_unicode_ehlo_name_goes_on_the_wire_in_ascii(
+    starttls_server: tuple,  # type: ignore[type-arg]
+) -> None:
+    server, _ = starttls_server
+    report = await probe_loopback(server.port, ehlo_name="prüfung.example")
+    assert report.passed, report.as_dict()
+    sent = [line.text for line in report.transcript if line.text.startswith("EHLO")]
+    assert sent == ["EHLO xn--prfung-4ya.example"] * 2
 
 
 def test_per_step_timeouts_keep_a_total_deadline() -> None:
@@ -143,11 +192,51 @@ def test_every_security_has_its_steps() -> None:
 
 def test_wire_addresses_and_mail_options() -> None:
     assert wire_address("jobs@bücher.example") == "jobs@xn--bcher-kva.example"
-    assert wire_address("jörg@bücher.example") == "jörg@xn--bcher-kva.example"
+    # A non-ASCII local part needs SMTPUTF8 anyway: the address stays in Unicode (RFC 6531).
+    assert wire_address("jörg@bücher.example") == "jörg@bücher.example"
     caps = parse_ehlo("mx\nSIZE 1000\nSMTPUTF8")
     assert mail_options(["a@b.com"], caps, 120) == ["SIZE=120"]
     assert mail_options(["jörg@b.com"], caps) == ["SMTPUTF8"]
     assert mail_options(["jörg@b.com"], parse_ehlo("mx")) == []
+    assert mail_options([wire_address("jobs@bücher.example")], caps) == []
+
+
+@pytest.mark.parametrize(
+    "address", ["jobs@bücher.example", "jörg@bücher.example", "Jörg@Example.COM", "a@b.example"]
+)
+def test_the_probe_writes_addresses_as_compose_does(address: str) -> None:
+    rendered = render(
+        MessageInput(from_=address, to=[address], text="x"), domain_for_id="example.com"
+    )
+    assert wire_address(address) == rendered.envelope_from
+    assert (not wire_address(address).isascii()) is rendered.smtputf8_needed
+
+
+async def test_an_idn_sender_needs_no_smtputf8_on_the_wire() -> None:
+    async with fake_server(Script()) as fake:
+        report = await probe_loopback(
+            fake.port, username="jobs@bücher.example", recipient="hr@bücher.example"
+        )
+    assert report.passed, report.as_dict()
+    assert b"MAIL FROM:<jobs@xn--bcher-kva.example>\r\n" in fake.received
+    assert b"RCPT TO:<hr@xn--bcher-kva.example>\r\n" in fake.received
+    assert report.step("mail_from").observations["options"] == []
+
+
+async def test_a_unicode_local_part_is_sent_as_compose_writes_it() -> None:
+    async with fake_server(Script()) as fake:
+        report = await probe_loopback(fake.port, username="jörg@bücher.example")
+    assert report.passed, report.as_dict()
+    assert "MAIL FROM:<jörg@bücher.example> SMTPUTF8\r\n".encode() in fake.received
+    assert report.step("mail_from").observations["options"] == ["SMTPUTF8"]
+
+
+async def test_a_size_of_5000_digits_does_not_break_the_test() -> None:
+    ehlo = "250-fake.acme.test\n250-AUTH PLAIN\n250 SIZE " + "9" * 5000
+    async with fake_server(Script(replies={"EHLO_TLS": ehlo})) as fake:
+        report = await probe_loopback(fake.port)
+    assert report.passed, report.as_dict()
+    assert report.step("ehlo_tls").observations["size"] is None
 
 
 def test_the_test_message() -> None:
@@ -195,6 +284,20 @@ def test_endpoints_to_try_adds_the_standard_ports_to_a_guess() -> None:
         ("smtp.acme.com", 465, Security.TLS),
         ("smtp.acme.com", 25, Security.STARTTLS),
     ]
+
+
+def test_endpoints_to_try_with_a_login_leaves_out_unencrypted_ones() -> None:
+    found = _discovery(
+        Candidate("mail.acme.com", 25, Security.NONE, ("autoconfig: acme.com",)),
+        Candidate("mail.acme.com", 587, Security.STARTTLS, ("autoconfig: acme.com",)),
+    )
+    assert [c.security for c in endpoints_to_try(found)] == [Security.NONE, Security.STARTTLS]
+    assert [c.security for c in endpoints_to_try(found, login=True)] == [Security.STARTTLS]
+    kept, skipped = unencrypted_for_login(found.candidates, login=True)
+    assert [c.port for c in kept] == [587]
+    assert [(s.host, s.port, s.security) for s in skipped] == [("mail.acme.com", 25, Security.NONE)]
+    assert "unencrypted" in skipped[0].reason
+    assert unencrypted_for_login(found.candidates, login=False) == (list(found.candidates), ())
 
 
 @pytest.mark.parametrize(
@@ -401,6 +504,31 @@ async def test_auto_mode_without_a_login_stops_after_the_capabilities(
     assert report.step("auth").status is StepStatus.SKIPPED
     assert report.step("mail_from").status is StepStatus.SKIPPED
     assert auto.results[0].offers_login
+
+
+async def test_auto_mode_with_a_login_skips_endpoints_without_encryption(
+    starttls_server: tuple,  # type: ignore[type-arg]
+) -> None:
+    server, _ = starttls_server
+    async with fake_server(Script(starttls=False)) as plain:
+        auto = await probe_candidates(
+            USER,
+            candidates=[
+                Candidate("localhost", plain.port, Security.NONE, ("autoconfig: acme.com",)),
+                Candidate("localhost", server.port, Security.STARTTLS, ("test",)),
+            ],
+            password=PASSWORD,
+            policy=GuardPolicy.off(),
+            tls=TlsPolicy(ca_file=pki().ca_file),
+            resolver=StaticResolver(),
+            timeouts=Timeouts.per_step(2),
+        )
+    assert plain.verbs == []  # never even connected to
+    assert [(r.port, r.works) for r in auto.results] == [(server.port, True)]
+    assert [(s.port, s.security) for s in auto.skipped] == [(plain.port, Security.NONE)]
+    data = auto.as_dict()
+    assert data["skipped"][0]["reason"] == auto.skipped[0].reason  # type: ignore[index]
+    assert_no_secret(json.dumps(data))
 
 
 async def test_probe_is_the_public_entry_point(starttls_server: tuple) -> None:  # type: ignore[type-arg]

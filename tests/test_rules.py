@@ -6,6 +6,7 @@ import pytest
 
 from mailconnect import ConnectionSettings, Finding, Severity, blocking, load_catalogue
 from mailconnect.errors import ConfigurationError
+from mailconnect.providers import parse_catalogue
 from mailconnect.rules import lint, rule_codes
 
 
@@ -204,6 +205,78 @@ def test_sender_in_login_domain_does_not_warn() -> None:
     assert "sender.send_as_permission" not in codes(
         host="smtp.sendgrid.net", port=587, username="apikey", sender="jobs@acme.com"
     )
+
+
+@pytest.mark.parametrize(
+    ("username", "sender"),
+    [
+        ("jobs@xn--bcher-kva.de", "jobs@bücher.de"),
+        ("jobs@bücher.de", "hr@xn--bcher-kva.de"),
+        ("jobs@BÜCHER.de", "hr@bücher.DE"),
+    ],
+)
+def test_send_as_compares_domains_in_their_ascii_form(username: str, sender: str) -> None:
+    assert "sender.send_as_permission" not in codes(
+        host="mail.bücher.de", port=587, username=username, sender=sender
+    )
+    assert "sender.send_as_permission" in codes(
+        host="mail.bücher.de", port=587, username=username, sender="jobs@büchers.de"
+    )
+
+
+# Two providers whose refusals both match relay.beta.example; beta owns the host.
+OVERLAPPING = """
+[[provider]]
+id = "alpha"
+name = "Alpha Mail"
+kind = "mailbox"
+requirements = ["Use smtp.alpha.example."]
+docs = [{ title = "Alpha help", url = "https://alpha.example/help" }]
+endpoints = [{ host = "smtp.alpha.example", port = 587, security = "starttls", recommended = true }]
+logins = [{ kind = "password", username = "the address", preferred = true }]
+limits = { source = "https://alpha.example/limits" }
+[[provider.refused]]
+hosts = ["*.beta.example"]
+[provider.refused.advice]
+code = "alpha.not_ours"
+message = "Not an Alpha server."
+remedy = "Use Alpha's."
+source = "https://alpha.example/help"
+
+[[provider]]
+id = "beta"
+name = "Beta Mail"
+kind = "mailbox"
+host_patterns = ["relay.beta.example"]
+requirements = ["Use smtp.beta.example."]
+docs = [{ title = "Beta help", url = "https://beta.example/help" }]
+endpoints = [{ host = "smtp.beta.example", port = 587, security = "starttls", recommended = true }]
+logins = [{ kind = "password", username = "the address", preferred = true }]
+limits = { source = "https://beta.example/limits" }
+[[provider.refused]]
+hosts = ["relay.beta.example"]
+[provider.refused.advice]
+code = "beta.relay_refused"
+message = "Beta's relay needs a fixed IP."
+remedy = "Use smtp.beta.example."
+source = "https://beta.example/help"
+"""
+
+
+def test_the_owning_providers_refusal_comes_first() -> None:
+    catalogue = parse_catalogue(OVERLAPPING)
+    refusal = catalogue.refusal_for("relay.beta.example", 587)
+    assert refusal is not None
+    assert refusal.advice.code == "beta.relay_refused"  # beta owns the host; alpha comes first
+    other = catalogue.refusal_for("mx.beta.example", 25)
+    assert other is not None
+    assert other.advice.code == "alpha.not_ours"
+    assert catalogue.refusal_for("smtp.gamma.example", 587) is None
+    settings = ConnectionSettings.parse(
+        host="relay.beta.example", port=587, security="starttls", auth="none"
+    )
+    refused = [f.code for f in lint(settings, catalogue=catalogue) if f.field == "host"]
+    assert refused == ["beta.relay_refused"]
 
 
 def test_host_that_is_mx_of_sender_domain_warns() -> None:

@@ -7,7 +7,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailconnect import AuthMethod, ConfigurationError, ConnectionSettings, Security
-from mailconnect.settings import parse_address, parse_host, parse_port, parse_sender
+from mailconnect.settings import (
+    find_control,
+    login_method,
+    parse_address,
+    parse_choice,
+    parse_host,
+    parse_port,
+    parse_seconds,
+    parse_sender,
+    parse_username,
+    refuse_controls,
+    replace_controls,
+)
 
 
 @pytest.mark.parametrize(
@@ -189,3 +201,159 @@ def test_parse_port_never_crashes(value: int | str) -> None:
     except ConfigurationError:
         return
     assert 1 <= port <= 65535
+
+
+# --- huge numbers: int() refuses over 4,300 digits, the parsers answer first -------------------
+
+
+@given(st.integers(min_value=4000, max_value=6000), st.sampled_from("0123456789"))
+def test_parse_port_with_thousands_of_digits_is_a_configuration_error(
+    length: int, digit: str
+) -> None:
+    text = "1" + digit * (length - 1)
+    with pytest.raises(ConfigurationError) as info:
+        parse_port(text)
+    assert info.value.field == "port"
+    assert len(str(info.value)) < 300  # the value is shortened, not echoed in full
+
+
+def test_parse_port_refuses_a_huge_int_and_keeps_leading_zeros_harmless() -> None:
+    with pytest.raises(ConfigurationError, match=r"^port: "):
+        parse_port(10**5000)
+    assert parse_port("0" * 5000 + "587") == 587
+
+
+# --- one control-character policy --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\x00", "\x7f", "\x85", "\x9b", "\u2028", "\u2029"])
+def test_every_field_refuses_the_same_control_characters(char: str) -> None:
+    assert find_control(f"a{char}b") == char
+    assert find_control(f"a{char}b", allow_tab=True) == char
+    with pytest.raises(ConfigurationError) as info:
+        parse_sender("jobs@example.com", f"ACME{char}Jobs")
+    assert info.value.field == "sender.display_name"
+    assert f"U+{ord(char):04X}" in info.value.problem
+    with pytest.raises(ConfigurationError, match=r"^username: "):
+        parse_username(f"jobs{char}@example.com", AuthMethod.PASSWORD)
+
+
+def test_tab_is_refused_unless_the_field_allows_it() -> None:
+    assert find_control("a\tb") == "\t"
+    assert find_control("a\tb", allow_tab=True) is None
+    refuse_controls("a\tb", "subject", "subject", allow_tab=True)
+    with pytest.raises(ConfigurationError, match=r"^subject: "):
+        refuse_controls("a\tb", "subject", "subject")
+    assert replace_controls("a\tb\u2028c\x85d é") == "a?b?c?d é"
+
+
+@given(st.text())
+def test_the_policy_finds_what_splitlines_would_split_on(text: str) -> None:
+    if find_control(text, allow_tab=True) is None:
+        assert len(text.splitlines()) <= 1
+
+
+# --- values that are not text: a JSON null must not become the word "none" ---------------------
+
+_not_text = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)
+
+
+@given(_not_text)
+def test_parse_choice_refuses_anything_but_text(value: object) -> None:
+    for kind, field in ((Security, "security"), (AuthMethod, "auth")):
+        with pytest.raises(ConfigurationError) as info:
+            parse_choice(kind, value, field)  # type: ignore[type-var]
+        assert info.value.field == field
+
+
+def test_a_json_null_never_turns_encryption_or_login_off() -> None:
+    for field in ("security", "auth"):
+        values: dict[str, object] = {
+            "host": "smtp.example.com",
+            "port": 587,
+            "security": "starttls",
+            "username": "u@example.com",
+        }
+        values[field] = None
+        with pytest.raises(ConfigurationError) as info:
+            ConnectionSettings.parse(**values)  # type: ignore[arg-type]
+        assert info.value.field == field
+        assert "expected text" in info.value.problem
+
+
+def test_enum_members_are_still_accepted() -> None:
+    assert parse_choice(Security, Security.NONE, "security") is Security.NONE
+    assert parse_choice(AuthMethod, AuthMethod.OAUTH2, "auth") is AuthMethod.OAUTH2
+    assert parse_choice(Security, " TLS ", "security") is Security.TLS
+
+
+@given(_not_text.filter(lambda v: v is not None and v != ""))
+def test_username_and_sender_refuse_anything_but_text(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"^username: expected text"):
+        parse_username(value, AuthMethod.PASSWORD)  # type: ignore[arg-type]
+    for args, field in (
+        ((value,), "sender.address"),
+        (("jobs@example.com", value), "sender.display_name"),
+        (("jobs@example.com", None, value), "sender.reply_to"),
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            parse_sender(*args)  # type: ignore[arg-type]
+        assert info.value.field == field
+        assert "expected text" in info.value.problem
+
+
+@given(_not_text)
+def test_host_and_address_refuse_anything_but_text(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"^host: "):
+        parse_host(value)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^sender\.address: "):
+        parse_address(value, "sender.address")  # type: ignore[arg-type]
+
+
+# --- time limits and the login a secret implies -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1,
+        301,
+        True,
+        False,
+        float("nan"),
+        float("inf"),
+        "5",
+        None,
+        pytest.param(10**5000, id="huge"),
+    ],
+)
+def test_parse_seconds_refuses_what_is_no_time_limit(value: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_seconds(value, "timeout")  # type: ignore[arg-type]
+    assert info.value.field == "timeout"
+    assert len(str(info.value)) < 300
+
+
+def test_parse_seconds_accepts_a_time_limit() -> None:
+    assert parse_seconds(5, "timeout") == 5.0
+    assert parse_seconds(0.1, "timeout") == 0.1
+    assert parse_seconds(300, "timeout") == 300.0
+    assert parse_seconds(10, "timeout", maximum=10) == 10.0
+    with pytest.raises(ConfigurationError):
+        parse_seconds(11, "timeout", maximum=10)
+
+
+def test_the_login_follows_the_secret_given() -> None:
+    assert login_method(None, "token") is AuthMethod.OAUTH2
+    assert login_method("pw", "token") is AuthMethod.OAUTH2
+    assert login_method("pw", None) is AuthMethod.PASSWORD
+    assert login_method("", None) is AuthMethod.NONE
+    assert login_method(None, None) is AuthMethod.NONE

@@ -82,6 +82,39 @@ def test_parse_ehlo_understands_old_style_auth_and_missing_size() -> None:
     assert caps.size is None
 
 
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ("35882577", 35882577),
+        ("0", 0),
+        ("9" * 18, int("9" * 18)),
+        ("9" * 19, None),  # no real limit is that long
+        ("9" * 5000, None),  # int() would refuse it (more than 4,300 digits)
+        ("١٢٣", None),  # digits, but not ASCII
+        ("12abc", None),
+    ],
+)
+def test_a_size_that_is_no_real_number_is_unknown(size: str, expected: int | None) -> None:
+    caps = parse_ehlo(f"mx.hostile.test\nSIZE {size}")
+    assert caps.size == expected
+    assert caps.as_dict()["size"] == expected
+
+
+@given(st.text())
+def test_parse_ehlo_reads_any_server_text(text: str) -> None:
+    # Whatever a hostile server says, parsing (and the report's view of it) never raises.
+    caps = parse_ehlo(text)
+    observed = caps.as_dict()
+    assert observed["size"] is None or observed["size"] >= 0
+    assert all(mechanism == mechanism.upper() for mechanism in caps.auth)
+
+
+@given(st.lists(st.sampled_from(["SIZE", "AUTH", "AUTH=", "STARTTLS", " ", "\n", "9" * 4400])))
+def test_parse_ehlo_reads_any_arrangement_of_keywords(parts: list[str]) -> None:
+    parse_ehlo("mx" + "".join(parts)).as_dict()
+    parse_ehlo("mx\n" + " ".join(parts)).as_dict()
+
+
 @given(st.lists(st.sampled_from(["PLAIN", "LOGIN", "XOAUTH2", "CRAM-MD5", "NTLM", "GSSAPI"])))
 def test_a_mechanism_is_only_chosen_when_offered(offered: list[str]) -> None:
     for method in AuthMethod:
@@ -154,6 +187,17 @@ def test_no_password_survives_a_login_exchange(password: str) -> None:
     text = str(transcript)
     assert password not in text
     assert plan.answers[1].decode() not in text
+
+
+@pytest.mark.parametrize("mechanism", list(Mechanism))
+def test_an_exchange_never_shows_its_credentials_in_repr(mechanism: Mechanism) -> None:
+    plan = exchange(mechanism, USER, TOKEN if mechanism is Mechanism.XOAUTH2 else PASSWORD)
+    shown = repr(plan)
+    for form in secret_forms():
+        assert form.decode() not in shown
+    for payload in plan.command[2:] + plan.answers:
+        assert not payload or payload.decode() not in shown
+    assert mechanism.value in shown
 
 
 def test_reply_lines_are_written_as_on_the_wire() -> None:
@@ -366,6 +410,66 @@ async def test_starttls_is_mandatory_and_never_opportunistic() -> None:
     assert "AUTH" not in fake.verbs
     for form in secret_forms():
         assert form not in fake.received
+
+
+async def test_a_size_of_5000_digits_from_the_server_is_read_as_unknown() -> None:
+    ehlo = "250-fake.acme.test\n250-SIZE " + "9" * 5000 + "\n250 STARTTLS"
+    async with fake_server(Script(replies={"EHLO": ehlo})) as fake:
+        session = _session(await _target(fake.port), Security.STARTTLS)
+        await _open(session)
+        caps = await session.ehlo(timeout=2)
+        assert caps.size is None
+        assert caps.starttls
+        await session.quit(timeout=2)
+
+
+async def test_no_envelope_command_crosses_the_network_before_tls() -> None:
+    # A caller that skips STARTTLS: the session refuses, unsent, every command but EHLO, HELO,
+    # STARTTLS, RSET and QUIT until the connection is encrypted.
+    async with fake_server(Script()) as fake:
+        session = _session(await _target(fake.port), Security.STARTTLS)
+        await _open(session)
+        await session.ehlo(timeout=2)
+        for step in (
+            session.mail_from("jobs@acme.com", timeout=2),
+            session.rcpt_to("hr@acme.com", timeout=2),
+            session.data(b"Subject: x\r\n\r\nhello\r\n", timeout=2),
+            session.command(Stage.UNKNOWN, b"VRFY", b"root", timeout=2),
+        ):
+            with pytest.raises(SessionError) as caught:
+                await step
+            assert "not encrypted" in caught.value.detail
+            assert caught.value.reply is None
+        assert (await session.rset(timeout=2)).code == 250
+        await session.quit(timeout=2)
+    assert fake.verbs == ["EHLO", "RSET", "QUIT"]
+    assert b"MAIL" not in fake.received
+    assert b"RCPT" not in fake.received
+    assert b"VRFY" not in fake.received
+
+
+async def test_an_unknown_first_argument_is_not_named_in_the_refusal() -> None:
+    # An AUTH answer (a secret) is never echoed by the refusal.
+    async with fake_server(Script()) as fake:
+        session = _session(await _target(fake.port), Security.STARTTLS)
+        await _open(session)
+        secret = base64.b64encode(PASSWORD.encode())
+        with pytest.raises(SessionError) as caught:
+            await session.command(Stage.AUTH, secret, timeout=2)
+        assert secret.decode() not in str(caught.value)
+        await session.quit(timeout=2)
+    assert secret not in fake.received
+
+
+async def test_security_none_sends_the_envelope_in_plaintext_as_asked() -> None:
+    async with fake_server(Script(starttls=False)) as fake:
+        session = _session(await _target(fake.port), Security.NONE)
+        await _open(session)
+        await session.ehlo(timeout=2)
+        await session.mail_from("jobs@acme.com", timeout=2)
+        await session.rcpt_to("hr@acme.com", timeout=2)
+        await session.quit(timeout=2)
+    assert fake.verbs == ["EHLO", "MAIL", "RCPT", "QUIT"]
 
 
 async def test_bytes_injected_after_the_220_abort_the_session() -> None:

@@ -16,10 +16,10 @@ from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mailconnect.errors import CatalogueError
+from mailconnect.errors import CatalogueError, ConfigurationError
 from mailconnect.findings import Finding, Severity
 from mailconnect.providers import Advice, Catalogue, Provider, load_catalogue
-from mailconnect.settings import AuthMethod, ConnectionSettings, Security
+from mailconnect.settings import AuthMethod, ConnectionSettings, Security, parse_host
 
 __all__ = ["RuleContext", "lint", "rule_codes"]
 
@@ -147,12 +147,9 @@ def lint(
 
 def refused_endpoint(ctx: RuleContext) -> Iterator[Finding]:
     """Endpoints that cannot work for a third-party sender (relay services, MX hosts)."""
-    host, port = ctx.settings.host.ascii, ctx.settings.port
-    for provider in ctx.catalogue.providers:
-        refusal = provider.refusal_for(host, port)
-        if refusal is not None:
-            yield _advice(refusal.advice, Severity.ERROR, "host")
-            return
+    refusal = ctx.catalogue.refusal_for(ctx.settings.host.ascii, ctx.settings.port)
+    if refusal is not None:
+        yield _advice(refusal.advice, Severity.ERROR, "host")
 
 
 def provider_endpoint(ctx: RuleContext) -> Iterator[Finding]:
@@ -240,7 +237,7 @@ def send_as(ctx: RuleContext) -> Iterator[Finding]:
     login_domain = s.login_domain
     if s.sender is None or login_domain is None or not s.sends_credentials:
         return
-    if s.sender.domain.lower() != login_domain:
+    if _ascii_domain(s.sender.domain) != _ascii_domain(login_domain):
         yield ctx.finding("sender.send_as_permission", sender=s.sender.address, username=s.username)
 
 
@@ -258,9 +255,16 @@ def ip_literal(ctx: RuleContext) -> Iterator[Finding]:
         yield ctx.finding("host.ip_literal", host=ctx.settings.host.ascii)
 
 
+def _ascii_domain(domain: str) -> str:
+    """A domain in its IDNA ASCII form, so that bücher.de and xn--bcher-kva.de compare equal."""
+    try:
+        return parse_host(domain, "domain").ascii
+    except ConfigurationError:
+        return domain.casefold()
+
+
 def _refused(ctx: RuleContext) -> bool:
-    host, port = ctx.settings.host.ascii, ctx.settings.port
-    return any(p.refusal_for(host, port) for p in ctx.catalogue.providers)
+    return ctx.catalogue.refusal_for(ctx.settings.host.ascii, ctx.settings.port) is not None
 
 
 def _provider_decides_endpoint(ctx: RuleContext) -> bool:

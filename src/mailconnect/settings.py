@@ -7,6 +7,7 @@ is safe to use on the wire or raises :class:`ConfigurationError` naming the fiel
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,13 +24,28 @@ __all__ = [
     "Host",
     "Security",
     "Sender",
+    "find_control",
+    "login_method",
     "parse_address",
+    "parse_choice",
     "parse_host",
     "parse_port",
+    "parse_seconds",
+    "parse_sender",
+    "parse_username",
+    "refuse_controls",
+    "replace_controls",
 ]
 
-# Characters that must never reach a command line or a header: they end or split an SMTP command.
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+# The one control-character policy. Refused in every single-line value (a host, an address, a
+# header text, a username, a secret): C0 controls (CR, LF and NUL end or split an SMTP command or
+# a header line), DEL, C1 controls (NEL among them) and U+2028/U+2029, which Python's
+# str.splitlines and other software take for line breaks. TAB only where a field allows it.
+_CONTROL_CLASS = "\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029"
+_CONTROLS = re.compile(f"[\t{_CONTROL_CLASS}]")
+_CONTROLS_BUT_TAB = re.compile(f"[{_CONTROL_CLASS}]")
+_MAX_PORT_DIGITS = 5  # a longer number is no port (and int() refuses over 4,300 digits)
+_MAX_SHOWN = 40
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAX_USERNAME = 320
 _MAX_DISPLAY_NAME = 200
@@ -138,22 +154,64 @@ class ConnectionSettings:
         return None
 
 
-def _refuse_controls(value: str, field: str, what: str) -> None:
-    if _FORBIDDEN.search(value):
+def find_control(value: str, *, allow_tab: bool = False) -> str | None:
+    """A character of ``value`` that the control-character policy refuses, or None."""
+    match = (_CONTROLS_BUT_TAB if allow_tab else _CONTROLS).search(value)
+    return match.group() if match else None
+
+
+def refuse_controls(value: str, field: str, what: str, *, allow_tab: bool = False) -> None:
+    """Raise ConfigurationError naming ``field`` when ``value`` holds a control character.
+
+    The policy (see ``_CONTROL_CLASS``): C0 controls, DEL, C1 controls, U+2028 and U+2029; TAB
+    too unless ``allow_tab``. The message names the character's code point, never the value.
+    """
+    found = find_control(value, allow_tab=allow_tab)
+    if found is None:
+        return
+    raise ConfigurationError(
+        field,
+        f"the {what} contains a line break or control character (U+{ord(found):04X})",
+        f"type the {what} again without line breaks or control characters; copy it from plain text",
+    )
+
+
+def replace_controls(value: str, replacement: str = "?") -> str:
+    """``value`` with every character the policy refuses (TAB included) replaced, for showing
+    text that came from outside."""
+    return _CONTROLS.sub(replacement, value)
+
+
+def _shown(value: object) -> str:
+    """A value for an error message: quoted, shortened, and safe for any input (repr of an int
+    over 4,300 digits raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a number that large"
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > _MAX_SHOWN:
+        text = f"{text[: _MAX_SHOWN - 3]}... ({len(text)} characters)"
+    return f"'{text}'"
+
+
+def _expect_text(value: object, field: str, what: str) -> str:
+    """``value`` when it is text; a ConfigurationError naming the field otherwise (a JSON null,
+    number or list must not turn into the word "None" or "1")."""
+    if not isinstance(value, str):
         raise ConfigurationError(
             field,
-            f"the {what} contains a control character (CR, LF, NUL or similar)",
-            f"type the {what} again without line breaks; copy it from plain text",
+            f"expected text for the {what}, got {type(value).__name__}",
+            f"give the {what} as a string",
         )
+    return value
 
 
 def parse_host(value: str, field: str = "host") -> Host:
     """A host name (Unicode allowed, stored as IDNA ASCII) or an IP literal (``[::1]`` allowed)."""
-    if not isinstance(value, str) or not value:
+    if not _expect_text(value, field, "server name"):
         raise ConfigurationError(
             field, "no server name was given", "enter a name like smtp.example.com"
         )
-    _refuse_controls(value, field, "server name")
+    refuse_controls(value, field, "server name")
     if any(ch.isspace() for ch in value):
         raise ConfigurationError(
             field, "the server name contains a space", "remove the spaces, e.g. smtp.example.com"
@@ -205,41 +263,74 @@ def parse_host(value: str, field: str = "host") -> Host:
 
 
 def parse_port(value: int | str, field: str = "port") -> int:
-    """A TCP port from 1 to 65535."""
-    text = str(value).strip() if not isinstance(value, bool) else ""
-    if not text.isdigit() or not text.isascii():
-        raise ConfigurationError(
-            field, f"'{value}' is not a port number", "enter a number such as 587 or 465"
-        )
-    port = int(text)
+    """A TCP port from 1 to 65535, given as a number or as its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    else:
+        text = value.strip() if isinstance(value, str) else ""
+        if not (text.isascii() and text.isdigit()):
+            raise ConfigurationError(
+                field, f"{_shown(value)} is not a port number", "enter a number such as 587 or 465"
+            )
+        # Checked before int(): a port has at most five digits, and int() refuses over 4,300.
+        digits = text.lstrip("0") or "0"
+        port = int(digits) if len(digits) <= _MAX_PORT_DIGITS else 0
     if not 1 <= port <= 65535:
         raise ConfigurationError(
-            field, f"{port} is outside 1-65535", "enter a port such as 587 (STARTTLS) or 465 (TLS)"
+            field,
+            f"{_shown(value)} is outside 1-65535",
+            "enter a port such as 587 (STARTTLS) or 465 (TLS)",
         )
     return port
 
 
+def parse_seconds(value: float, field: str, maximum: float = 300.0) -> float:
+    """A time limit: a finite number of seconds, more than 0 and at most ``maximum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= maximum  # before isfinite: a huge int does not convert to float
+        or not math.isfinite(value)
+    ):
+        raise ConfigurationError(
+            field,
+            f"{_shown(value)} is not a number of seconds between 0 and {maximum:g}",
+            f"give a number of seconds such as 5 (at most {maximum:g})",
+        )
+    return float(value)
+
+
 def parse_choice(kind: type[_E], value: str, field: str) -> _E:
-    """One of a closed set of words, case-insensitive."""
+    """One of a closed set of words, case-insensitive (a member of ``kind`` is taken as is)."""
     if isinstance(value, kind):
         return value
-    text = str(value).strip().lower()
+    text = _expect_text(value, field, field.rpartition(".")[2]).strip().lower()
     for member in kind:
         if member.value == text:
             return member
     options = ", ".join(m.value for m in kind)
     raise ConfigurationError(
-        field, f"'{value}' is not one of {options}", f"choose one of {options}"
+        field, f"{_shown(value)} is not one of {options}", f"choose one of {options}"
     )
+
+
+def login_method(password: str | None, oauth_token: str | None) -> AuthMethod:
+    """The login a given secret implies: a token means OAuth2, a password a password login,
+    neither no login."""
+    if oauth_token:
+        return AuthMethod.OAUTH2
+    if password:
+        return AuthMethod.PASSWORD
+    return AuthMethod.NONE
 
 
 def parse_address(value: str, field: str) -> str:
     """An e-mail address in normalized form (IDN and SMTPUTF8 aware)."""
-    if not isinstance(value, str) or not value.strip():
+    if not _expect_text(value, field, "e-mail address").strip():
         raise ConfigurationError(
             field, "no e-mail address was given", "enter one like jobs@company.com"
         )
-    _refuse_controls(value, field, "e-mail address")
+    refuse_controls(value, field, "e-mail address")
     try:
         result = validate_email(value.strip(), check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as exc:
@@ -261,7 +352,8 @@ def parse_username(value: str | None, auth: AuthMethod, field: str = "username")
             f"a username is needed for {auth.value} login",
             "enter the mailbox's login, usually its full e-mail address",
         )
-    _refuse_controls(value, field, "username")
+    _expect_text(value, field, "username")
+    refuse_controls(value, field, "username")
     if len(value) > _MAX_USERNAME or value != value.strip():
         raise ConfigurationError(
             field, "the username is too long or has spaces around it", "enter the login exactly"
@@ -273,6 +365,13 @@ def parse_sender(
     address: str | None, display_name: str | None = None, reply_to: str | None = None
 ) -> Sender | None:
     """The From identity; None when no address is given (and then no name nor reply-to either)."""
+    for value, field, what in (
+        (address, "sender.address", "e-mail address"),
+        (display_name, "sender.display_name", "display name"),
+        (reply_to, "sender.reply_to", "e-mail address"),
+    ):
+        if value is not None:
+            _expect_text(value, field, what)
     if address is None or address == "":
         if display_name or reply_to:
             raise ConfigurationError(
@@ -283,7 +382,7 @@ def parse_sender(
         return None
     name = None
     if display_name:
-        _refuse_controls(display_name, "sender.display_name", "display name")
+        refuse_controls(display_name, "sender.display_name", "display name")
         if len(display_name) > _MAX_DISPLAY_NAME:
             raise ConfigurationError(
                 "sender.display_name",

@@ -3,7 +3,8 @@
 ``db upgrade`` applies pending migrations (start-up does the same); ``db current`` shows the
 database's revision and the newest one this version knows, and exits 1 when they differ. Both read
 MAILCONNECT_DATABASE_URL (default: SQLite in the data directory). A database that cannot be
-reached exits 1 with the reason; an invalid setting exits 2 naming the variable.
+reached or used (a file that is not a database) exits 1 with the reason; an invalid setting exits
+2 naming the variable.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 
 from mailconnect.cli.output import EXIT_NO, console, emit_json, err_console, usage_errors
 from mailconnect.config import Config, load_config
@@ -36,7 +37,7 @@ def _database(as_json: bool) -> Iterator[tuple[Config, Engine]]:
         engine = create_engine(config.database_url)
     try:
         yield config, engine
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError (cannot connect) and "not a database" alike
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unknown error"
         where = config.database_url_for_display()
         if as_json:

@@ -7,15 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mailconnect.cli.output import (
-    EXIT_BAD_USAGE,
-    emit_json,
-    err_console,
-    print_diagnosis,
-    usage_errors,
-)
+from mailconnect.cli.output import EXIT_NO, emit_json, print_diagnosis, usage_errors
 from mailconnect.diagnosis import Cause
 from mailconnect.diagnosis import explain as explain_text
+from mailconnect.errors import ConfigurationError
 
 
 def explain(
@@ -38,18 +33,17 @@ def explain(
 
     Exit 0 when the text was recognised, 1 when only a generic answer could be given.
     """
-    if text == "-":
-        text = sys.stdin.read()
-    if not text.strip():
-        err_console.print(
-            "[bold red]Invalid text:[/] nothing to explain. Paste the reply or error."
-        )
-        raise typer.Exit(EXIT_BAD_USAGE)
     with usage_errors(as_json):
+        if text == "-":
+            text = sys.stdin.read()
+        if not text.strip():
+            raise ConfigurationError(
+                "text", "there is nothing to explain", "paste the server's reply or the error"
+            )
         diagnosis = explain_text(text, provider=provider, stage=stage, port=port, security=security)
     if as_json:
         emit_json(diagnosis.as_dict())
     else:
         print_diagnosis(diagnosis)
     if diagnosis.cause is Cause.UNKNOWN:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NO)

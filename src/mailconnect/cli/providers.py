@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mailconnect.cli.output import EXIT_NO, console, emit_json, usage_errors
+from mailconnect.errors import ConfigurationError
 from mailconnect.providers import Provider, load_catalogue
 from mailconnect.providers.docs import render_markdown
 
@@ -100,10 +101,28 @@ def docs(
     if output is None:
         console.out(text, end="")
         return
-    if check:
-        current = output.read_text("utf-8") if output.exists() else ""
-        if current != text:
-            console.print(f"{output} is out of date: run python3 dev.py docs")
-            raise typer.Exit(EXIT_NO)
-        return
-    output.write_text(text, "utf-8")
+    with usage_errors(False):
+        if check:
+            current = _read(output) if output.exists() else ""
+            if current != text:
+                console.print(f"{output} is out of date: run python3 dev.py docs")
+                raise typer.Exit(EXIT_NO)
+            return
+        try:
+            output.write_text(text, "utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                "--output",
+                f"cannot write {output} ({exc.strerror or exc})",
+                "give a file in an existing directory you may write to",
+            ) from exc
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigurationError(
+            "--output", f"cannot read {path} ({reason or exc})", "give the docs file to check"
+        ) from exc

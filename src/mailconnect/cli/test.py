@@ -42,7 +42,7 @@ from mailconnect.probe import (
     probe,
     probe_candidates,
 )
-from mailconnect.settings import ConnectionSettings
+from mailconnect.settings import ConnectionSettings, login_method
 from mailconnect.smtp import TlsPolicy
 
 __all__ = ["test"]
@@ -128,7 +128,15 @@ def test(
         timeouts = Timeouts.per_step(timeout)
         resolver = NameserverResolver(nameserver, timeout) if nameserver else None
         if auto:
-            _refuse_with_auto(host=host, port=port, security=security, address=address)
+            _refuse_with_auto(
+                address=address,
+                host=host,
+                port=port,
+                security=security,
+                auth=auth,
+                sender=sender,
+                send_test_to=send_test_to,
+            )
             assert address is not None
             password, token = secret
             result: Report | AutoReport = asyncio.run(
@@ -217,7 +225,19 @@ def _secret(
     return None, None
 
 
+# Options of a single test that auto mode has no use for, and why.
+_NOT_WITH_AUTO = {
+    "host": "auto mode finds the endpoints",
+    "port": "auto mode finds the endpoints",
+    "security": "auto mode finds the endpoints",
+    "auth": "auto mode infers the login from the secret given",
+    "sender": "auto mode sends from the address itself",
+    "send_test_to": "auto mode sends no test message",
+}
+
+
 def _refuse_with_auto(**values: str | None) -> None:
+    """Refuse the options auto mode would otherwise silently ignore."""
     if values.pop("address") is None:
         raise ConfigurationError(
             "address",
@@ -226,10 +246,11 @@ def _refuse_with_auto(**values: str | None) -> None:
         )
     for name, value in values.items():
         if value is not None:
+            option = "--" + name.replace("_", "-")
             raise ConfigurationError(
                 name,
-                f"--{name} cannot be combined with --auto (auto mode finds the endpoints)",
-                f"drop --{name}, or test one endpoint without --auto",
+                f"{option} cannot be combined with --auto ({_NOT_WITH_AUTO[name]})",
+                f"drop {option}, or test one endpoint without --auto",
             )
 
 
@@ -254,13 +275,11 @@ def _settings(
             raise ConfigurationError(
                 name, f"--{name} is missing", "give --host, --port and --security (or use --auto)"
             )
-    password, token = secret
-    inferred = "oauth2" if token else "password" if password else "none"
     return ConnectionSettings.parse(
         host=host or "",
         port=port or "",
         security=security or "",
-        auth=auth or inferred,
+        auth=auth or login_method(*secret).value,
         username=username,
         sender=sender,
     )
@@ -309,7 +328,10 @@ def print_report(report: Report) -> None:
 
 def print_auto(result: AutoReport) -> None:
     """Auto mode for a person: each endpoint's outcome and the recommendation."""
-    console.print(f"[bold]{escape(result.address)}[/]: {len(result.results)} endpoints tested")
+    skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
+    console.print(
+        f"[bold]{escape(result.address)}[/]: {len(result.results)} endpoints tested{skipped}"
+    )
     table = Table("", "host", "port", "security", "result", "time")
     for index, item in enumerate(result.results):
         report = item.report
@@ -325,6 +347,11 @@ def print_auto(result: AutoReport) -> None:
         took = f"{report.duration_ms:.0f} ms"
         table.add_row(mark, escape(item.host), str(item.port), item.security.value, outcome, took)
     console.print(table)
+    for endpoint in result.skipped:
+        console.print(
+            f"{_MARKS[StepStatus.SKIPPED]} {escape(endpoint.host)} port {endpoint.port} "
+            f"({endpoint.security.value}): {escape(endpoint.reason)}"
+        )
     best = result.best
     if best is None:
         console.print("[bold red]✗ No endpoint works from this host.[/]")

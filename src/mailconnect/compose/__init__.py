@@ -17,6 +17,7 @@ Header text never contains CR, LF, NUL or other control characters: they are ref
 :class:`~mailconnect.errors.ConfigurationError` naming the field, whatever the Python patch level.
 """
 
+from mailconnect.compose._addresses import WireAddress, normalize_address
 from mailconnect.compose._checks import check_sender, check_size
 from mailconnect.compose._model import Attachment, Mailbox, MessageInput, Rendered
 from mailconnect.compose._raw import parse_raw
@@ -28,10 +29,12 @@ __all__ = [
     "Mailbox",
     "MessageInput",
     "Rendered",
+    "WireAddress",
     "check_sender",
     "check_size",
     "dot_stuff_for_wire",
     "has_bare_cr_or_lf",
+    "normalize_address",
     "parse_raw",
     "render",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mailconnect.compose._headers import fold, parameter_tokens
 from mailconnect.compose._model import Attachment
-from mailconnect.compose._text import encode_utf8, normalize_newlines, refuse_controls
+from mailconnect.compose._text import check_header_text, encode_utf8, normalize_newlines
 from mailconnect.errors import ConfigurationError
 
 __all__ = ["Part", "attachment_part", "multipart", "text_part"]
@@ -84,7 +84,7 @@ def attachment_part(attachment: Attachment, field: str) -> Part:
         raise ConfigurationError(
             f"{field}.filename", "no file name was given", "give a name like invoice.pdf"
         )
-    refuse_controls(filename, f"{field}.filename", "file name")
+    check_header_text(filename, f"{field}.filename", "file name")
     if len(filename) > _MAX_FILENAME:
         raise ConfigurationError(
             f"{field}.filename", "the file name is too long", "keep it under 255 characters"

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-from mailconnect.compose._text import refuse_controls
+from mailconnect.compose._text import check_header_text
 from mailconnect.errors import ConfigurationError
 
 __all__ = [
@@ -199,8 +199,8 @@ def check_extra_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
             raise ConfigurationError(
                 field, "header names and values must be text", "pass both as strings"
             )
-        refuse_controls(name, field, "header name")
-        refuse_controls(value, field, "header value")
+        check_header_text(name, field, "header name")
+        check_header_text(value, field, "header value")
         if not _FIELD_NAME.fullmatch(name):
             raise ConfigurationError(
                 field,

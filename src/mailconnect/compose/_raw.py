@@ -27,14 +27,14 @@ from mailconnect.compose._addresses import WireAddress, normalize_address
 from mailconnect.compose._model import Rendered
 from mailconnect.compose._render import new_message_id, render_date
 from mailconnect.errors import ConfigurationError
+from mailconnect.settings import find_control
 
 __all__ = ["normalize_line_endings", "parse_raw"]
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
-_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROLS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in raw bytes; decoded text: find_control
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_DECODED_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 _MAX_LINE = 998
 _ONCE = frozenset(
@@ -235,7 +235,7 @@ def _check_encoded_words(item: _Field) -> None:
             text = raw.decode(charset.partition("*")[0], errors="replace")
         except LookupError:
             text = raw.decode("latin-1")
-        if _DECODED_CONTROLS.search(text):
+        if find_control(text, allow_tab=True) is not None:
             raise ConfigurationError(
                 item.label,
                 "an encoded word in this header decodes to a line break or control character "

@@ -12,7 +12,7 @@ from mailconnect.compose._addresses import WireAddress, normalize_address
 from mailconnect.compose._body import Part, attachment_part, multipart, text_part
 from mailconnect.compose._headers import address_field, check_extra_headers, unstructured_field
 from mailconnect.compose._model import Attachment, Mailbox, MessageInput, Rendered
-from mailconnect.compose._text import refuse_controls
+from mailconnect.compose._text import check_header_text
 from mailconnect.errors import ConfigurationError
 from mailconnect.settings import parse_host
 
@@ -39,7 +39,7 @@ def render(message: MessageInput, *, domain_for_id: str, now: datetime | None = 
     reply_to = None if message.reply_to is None else _mailbox(message.reply_to, "reply_to")
     if not isinstance(message.subject, str):
         raise ConfigurationError("subject", "the subject must be text", "pass a string")
-    refuse_controls(message.subject, "subject", "subject")
+    check_header_text(message.subject, "subject", "subject")
     extras = check_extra_headers(message.headers)
     recipients = _envelope(to + cc + bcc)
     if not recipients:
@@ -105,7 +105,7 @@ def _display_name(name: str | None, field: str) -> str | None:
         return None
     if not isinstance(name, str):
         raise ConfigurationError(field, "the display name must be text", "pass a string")
-    refuse_controls(name, field, "display name")
+    check_header_text(name, field, "display name")
     if len(name) > _MAX_DISPLAY_NAME:
         raise ConfigurationError(
             field, "the display name is too long", "keep it under 200 characters"

@@ -1,11 +1,9 @@
-"""Character policy for header text, and line-ending normalization for body text.
+"""Header text, and line-ending normalization for body text.
 
 Header text (subject, display names, filenames, extra header names and values) may contain any
-printable character and TAB. Refused, with a :class:`ConfigurationError` naming the field:
-
-* C0 controls other than TAB, among them CR, LF and NUL (they end or split a header line), and DEL;
-* C1 controls (U+0080-U+009F), NEL among them, and U+2028/U+2029: Python's ``str.splitlines``
-  and some other software take them for line breaks, so they could split a header further on.
+printable character and TAB: :func:`check_header_text` applies the one control-character policy of
+:func:`mailconnect.settings.refuse_controls` (C0 controls but TAB, DEL, C1 controls, U+2028 and
+U+2029 are refused with a :class:`ConfigurationError` naming the field).
 
 Body text is text: its line breaks (CRLF, bare LF, bare CR) all become CRLF.
 """
@@ -15,25 +13,16 @@ from __future__ import annotations
 import re
 
 from mailconnect.errors import ConfigurationError
+from mailconnect.settings import refuse_controls
 
-__all__ = ["encode_utf8", "normalize_newlines", "refuse_controls"]
+__all__ = ["check_header_text", "encode_utf8", "normalize_newlines"]
 
-_HEADER_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _NEWLINES = re.compile(r"\r\n?")
 
 
-def refuse_controls(value: str, field: str, what: str) -> None:
-    """Raise unless ``value`` is safe header text (see the module docstring)."""
-    match = _HEADER_FORBIDDEN.search(value)
-    if match is None:
-        return
-    code = f"U+{ord(match.group()):04X}"
-    raise ConfigurationError(
-        field,
-        f"the {what} contains a line break or control character ({code}); header text must be "
-        "a single line",
-        f"remove the line breaks and control characters from the {what}",
-    )
+def check_header_text(value: str, field: str, what: str) -> None:
+    """Raise unless ``value`` is safe header text: a single line, TAB allowed."""
+    refuse_controls(value, field, what, allow_tab=True)
 
 
 def normalize_newlines(text: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from xml.parsers import expat
 
 from mailconnect.errors import ConfigurationError, DiscoveryError
-from mailconnect.settings import Security, parse_host
+from mailconnect.settings import Security, find_control, parse_host, replace_controls
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -31,7 +31,6 @@ _MAX_DEPTH = 32
 _MAX_USERNAME = 320
 _SOCKET_TYPES = {"ssl": Security.TLS, "starttls": Security.STARTTLS, "plain": Security.NONE}
 _PLACEHOLDER = re.compile(r"%[A-Z]+%")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class AutoconfigError(DiscoveryError, ValueError):
@@ -127,7 +126,7 @@ def _server(element: ET.Element, local: str, domain: str) -> AutoconfigServer:
         )
     username = _substitute(_text(element, "username"), local, domain, ascii_domain=False)
     # A placeholder we do not know (%REALNAME%...) gives no hint rather than a wrong one.
-    unusable = _CONTROL.search(username) or _PLACEHOLDER.search(username)
+    unusable = find_control(username) or _PLACEHOLDER.search(username)
     if unusable or len(username) > _MAX_USERNAME:
         username = ""
     methods = tuple(
@@ -161,13 +160,13 @@ def _clean(text: str | None) -> str | None:
     if text is None:
         return None
     text = " ".join(text.split())
-    if not text or _CONTROL.search(text):
+    if not text or find_control(text):
         return None
     return text[:200]
 
 
 def _short(text: str) -> str:
-    text = _CONTROL.sub("?", text)
+    text = replace_controls(text)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -8,7 +8,6 @@ one's outcome is kept as a :class:`LookupResult`.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 
 from mailconnect.discovery.autoconfig import AutoconfigServer
@@ -34,8 +33,8 @@ from mailconnect.discovery.model import Candidate, Discovery, LookupResult
 from mailconnect.discovery.ranking import Origin, Proposal, rank_candidates
 from mailconnect.errors import ConfigurationError
 from mailconnect.netguard import GuardPolicy
-from mailconnect.providers import Catalogue, Provider, Refusal, load_catalogue
-from mailconnect.settings import Security, parse_address, parse_host
+from mailconnect.providers import Catalogue, Provider, load_catalogue
+from mailconnect.settings import Security, parse_address, parse_host, parse_seconds
 
 __all__ = ["GUESS_PORTS", "GUESS_PREFIXES", "MAX_TIMEOUT", "discover"]
 
@@ -84,7 +83,7 @@ async def discover(
     address = parse_address(address, "address")
     domain = _lookup_domain(address.rpartition("@")[2])
     server = parse_nameserver(nameserver) if nameserver is not None else None
-    timeout = _checked_timeout(timeout)
+    timeout = parse_seconds(timeout, "timeout", MAX_TIMEOUT)
     if guard is not None and not isinstance(guard, GuardPolicy):
         raise ConfigurationError(
             "guard", f"{guard!r} is not a GuardPolicy", "pass GuardPolicy() or GuardPolicy.parse()"
@@ -266,7 +265,7 @@ def _external(
     extra_note: str | None = None,
 ) -> Proposal:
     """A candidate named outside the catalogue, checked against the catalogue's knowledge."""
-    refusal = _refusal(catalogue, host, port)
+    refusal = catalogue.refusal_for(host, port)
     owner = catalogue.for_host(host)
     notes: list[str] = []
     doubtful = False
@@ -333,18 +332,6 @@ def _guesses(catalogue: Catalogue, hosts: dict[str, HostAnswer], address: str) -
     return proposals
 
 
-def _refusal(catalogue: Catalogue, host: str, port: int) -> Refusal | None:
-    """The catalogue's refusal of host:port: first its owner's, then any provider's."""
-    owner = catalogue.for_host(host)
-    if owner is not None and (refusal := owner.refusal_for(host, port)) is not None:
-        return refusal
-    for provider in catalogue.providers:
-        refusal = provider.refusal_for(host, port)
-        if refusal is not None:
-            return refusal
-    return None
-
-
 def _lookup_domain(domain: str) -> str:
     try:
         return parse_host(domain, "address").ascii
@@ -352,18 +339,3 @@ def _lookup_domain(domain: str) -> str:
         raise ConfigurationError(
             "address", f"the domain '{domain}' cannot be looked up: {exc.problem}", exc.fix
         ) from exc
-
-
-def _checked_timeout(timeout: float) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or not 0 < timeout <= MAX_TIMEOUT
-    ):
-        raise ConfigurationError(
-            "timeout",
-            f"{timeout!r} is not a number of seconds between 0 and {MAX_TIMEOUT:g}",
-            "use a timeout such as 5 (seconds)",
-        )
-    return float(timeout)

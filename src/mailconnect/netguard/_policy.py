@@ -9,6 +9,7 @@ from ipaddress import ip_network
 
 from mailconnect.errors import ConfigurationError
 from mailconnect.netguard._classify import Denial, IPAddress, IPNetwork, classify, unwrap
+from mailconnect.settings import parse_port
 
 __all__ = ["DEFAULT_PORTS", "GuardPolicy", "check_address"]
 
@@ -76,12 +77,14 @@ def check_address(address: IPAddress | str, policy: GuardPolicy) -> Denial | Non
     return denial
 
 
-def _items(value: str | Iterable[int | str] | None) -> list[str]:
+def _items(value: str | Iterable[int | str] | None) -> list[int | str]:
+    """The list items: a string split at commas and spaces, or an iterable's items as given
+    (strings stripped; never ``str()`` of a number, which fails past 4,300 digits)."""
     if value is None:
         return []
     if isinstance(value, str):
         return [item for item in _SEPARATORS.split(value) if item]
-    return [str(item).strip() for item in value]
+    return [item.strip() if isinstance(item, str) else item for item in value]
 
 
 def _parse_ports(value: str | Iterable[int | str] | None) -> frozenset[int]:
@@ -90,19 +93,26 @@ def _parse_ports(value: str | Iterable[int | str] | None) -> frozenset[int]:
         return DEFAULT_PORTS
     ports: set[int] = set()
     for item in items:
-        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= 65535:
+        try:
+            ports.add(parse_port(item, "allowed_ports"))
+        except ConfigurationError as exc:
             raise ConfigurationError(
                 "allowed_ports",
-                f"'{item}' is not a port number from 1 to 65535",
+                exc.problem,
                 "list ports separated by commas, e.g. 25,465,587,2525",
-            )
-        ports.add(int(item))
+            ) from None
     return frozenset(ports)
 
 
 def _parse_networks(value: str | Iterable[str] | None) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for item in _items(value):
+        if not isinstance(item, str):
+            raise ConfigurationError(
+                "allow_networks",
+                f"expected a network as text, got {type(item).__name__}",
+                "list networks in CIDR form, e.g. 10.0.0.0/8, fd00::/8",
+            )
         try:
             network = ip_network(item, strict=True)
         except ValueError as exc:

@@ -13,9 +13,11 @@ mismatch), ``_envelope`` and ``_message`` (the test message), ``_auto`` (auto mo
 from mailconnect.probe._auto import (
     AutoReport,
     CandidateResult,
+    SkippedEndpoint,
     endpoints_to_try,
     probe_candidates,
     recommend,
+    unencrypted_for_login,
 )
 from mailconnect.probe._plan import VERIFICATION_OFF, Plan, prepare, settings_summary
 from mailconnect.probe._report import Report
@@ -33,6 +35,7 @@ __all__ = [
     "Plan",
     "Probe",
     "Report",
+    "SkippedEndpoint",
     "StepName",
     "StepResult",
     "StepStatus",
@@ -45,4 +48,5 @@ __all__ = [
     "settings_summary",
     "stage_of",
     "steps_for",
+    "unencrypted_for_login",
 ]

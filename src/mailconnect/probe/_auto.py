@@ -21,15 +21,30 @@ from mailconnect.probe._resolver import NameserverResolver
 from mailconnect.probe._run import Probe
 from mailconnect.probe._steps import StepName, StepStatus
 from mailconnect.probe._timeouts import Timeouts
-from mailconnect.settings import AuthMethod, ConnectionSettings, Security, parse_address
+from mailconnect.settings import (
+    AuthMethod,
+    ConnectionSettings,
+    Security,
+    login_method,
+    parse_address,
+)
 from mailconnect.smtp import TlsPolicy
 
-__all__ = ["AutoReport", "CandidateResult", "endpoints_to_try", "probe_candidates", "recommend"]
+__all__ = [
+    "AutoReport",
+    "CandidateResult",
+    "SkippedEndpoint",
+    "endpoints_to_try",
+    "probe_candidates",
+    "recommend",
+    "unencrypted_for_login",
+]
 
 # What a company server usually offers, in Thunderbird's order of guessing plus port 25.
 STANDARD_ENDPOINTS = ((587, Security.STARTTLS), (465, Security.TLS), (25, Security.STARTTLS))
 MAX_ENDPOINTS = 6
 _LATE_PORTS = {25, 2525}  # work from this host, but often blocked elsewhere
+UNENCRYPTED_WITH_LOGIN = "not tested: it has no encryption and would send the password unencrypted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +83,26 @@ class CandidateResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedEndpoint:
+    """An endpoint discovery (or the caller) named that was not tested, and why."""
+
+    host: str
+    port: int
+    security: Security
+    reason: str
+    sources: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "security": self.security.value,
+            "sources": list(self.sources),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class AutoReport:
     """All endpoints tested for an address, and the one recommended (an index into results)."""
 
@@ -76,6 +111,7 @@ class AutoReport:
     recommended: int | None
     duration_ms: float
     discovery: Discovery | None = None
+    skipped: tuple[SkippedEndpoint, ...] = ()
 
     @property
     def best(self) -> CandidateResult | None:
@@ -97,19 +133,23 @@ class AutoReport:
             ),
             "duration_ms": round(self.duration_ms, 1),
             "results": [result.as_dict() for result in self.results],
+            "skipped": [endpoint.as_dict() for endpoint in self.skipped],
             "discovery": self.discovery.as_dict() if self.discovery else None,
         }
 
 
-def endpoints_to_try(discovery: Discovery, limit: int = MAX_ENDPOINTS) -> list[Candidate]:
+def endpoints_to_try(
+    discovery: Discovery, limit: int = MAX_ENDPOINTS, *, login: bool = False
+) -> list[Candidate]:
     """The endpoints worth testing, best first (pure).
 
-    Every usable candidate discovery found. When the best one is only a guess (no catalogue
-    entry, SRV record or autoconfig document names it), also that host's standard endpoints:
-    587 STARTTLS, 465 TLS and 25 STARTTLS. Port 2525 only where discovery lists it (the
-    sending services that offer it). Published endpoints are not second-guessed.
+    Every usable candidate discovery found, except, with a ``login``, those without encryption
+    (see :func:`unencrypted_for_login`). When the best one is only a guess (no catalogue entry,
+    SRV record or autoconfig document names it), also that host's standard endpoints: 587
+    STARTTLS, 465 TLS and 25 STARTTLS. Port 2525 only where discovery lists it (the sending
+    services that offer it). Published endpoints are not second-guessed.
     """
-    usable = list(discovery.usable)
+    usable = unencrypted_for_login(discovery.usable, login=login)[0]
     if not usable:
         return []
     chosen = {(c.host, c.port, c.security): c for c in usable}
@@ -120,6 +160,22 @@ def endpoints_to_try(discovery: Discovery, limit: int = MAX_ENDPOINTS) -> list[C
             if key not in chosen:
                 chosen[key] = Candidate(best.host, port, security, ("guess: standard port",))
     return list(chosen.values())[:limit]
+
+
+def unencrypted_for_login(
+    candidates: Sequence[Candidate], *, login: bool
+) -> tuple[list[Candidate], tuple[SkippedEndpoint, ...]]:
+    """The candidates to test, and those skipped (pure): with a login, an endpoint without
+    encryption is never tried, since the password would cross the network readable."""
+    if not login:
+        return list(candidates), ()
+    kept = [c for c in candidates if c.security is not Security.NONE]
+    skipped = tuple(
+        SkippedEndpoint(c.host, c.port, c.security, UNENCRYPTED_WITH_LOGIN, tuple(c.sources))
+        for c in candidates
+        if c.security is Security.NONE
+    )
+    return kept, skipped
 
 
 def recommend(results: Sequence[CandidateResult]) -> int | None:
@@ -157,13 +213,16 @@ async def probe_candidates(
     ``discovery_timeout`` go to it; the nameserver also resolves the endpoints' names unless a
     ``resolver`` is given). With a ``password`` or ``oauth_token`` every endpoint also signs in as
     ``username`` (default: the address) and tries the envelope from the address to
-    ``recipient`` (default: itself); without, each test stops after the capabilities.
+    ``recipient`` (default: itself); without, each test stops after the capabilities. With a
+    login, endpoints without encryption are not tested but listed in :attr:`AutoReport.skipped`.
     Raises ConfigurationError for invalid input, before any connection.
     """
     address = parse_address(address, "address")
     policy = policy if policy is not None else GuardPolicy()
     if resolver is None and nameserver is not None:
         resolver = NameserverResolver(nameserver, discovery_timeout)
+    auth = login_method(password, oauth_token)
+    login = auth is not AuthMethod.NONE
     found: Discovery | None = None
     if candidates is None:
         found = await discover(
@@ -173,9 +232,10 @@ async def probe_candidates(
             autoconfig=autoconfig,
             guard=policy,
         )
-        candidates = endpoints_to_try(found)
-    auth = _auth_method(password, oauth_token)
-    login = auth is not AuthMethod.NONE
+        candidates = endpoints_to_try(found, login=login)
+        skipped = unencrypted_for_login(found.usable, login=login)[1]
+    else:
+        candidates, skipped = unencrypted_for_login(candidates, login=login)
 
     def plan_for(candidate: Candidate) -> Plan:
         settings = ConnectionSettings.parse(
@@ -210,12 +270,5 @@ async def probe_candidates(
         recommended=recommend(results),
         duration_ms=(time.perf_counter() - started) * 1000,
         discovery=found,
+        skipped=skipped,
     )
-
-
-def _auth_method(password: str | None, oauth_token: str | None) -> AuthMethod:
-    if oauth_token:
-        return AuthMethod.OAUTH2
-    if password:
-        return AuthMethod.PASSWORD
-    return AuthMethod.NONE

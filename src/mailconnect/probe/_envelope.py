@@ -4,33 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import idna
-
+from mailconnect.compose import normalize_address
 from mailconnect.smtp import Capabilities
 
 __all__ = ["mail_options", "wire_address"]
 
 
 def wire_address(address: str) -> str:
-    """The address as it goes on the wire: an internationalised domain in its ASCII (IDNA) form.
+    """The address as it goes on the wire, written as compose writes it (one rule for both):
+    with an ASCII local part the domain is in its ASCII (IDNA) form and needs no SMTPUTF8; a
+    non-ASCII local part keeps the whole address in Unicode and needs SMTPUTF8 (RFC 6531).
 
-    A non-ASCII local part stays as it is; sending it needs the server's SMTPUTF8.
+    Raises ConfigurationError for an invalid address (the probe's are validated before).
     """
-    local, _, domain = address.rpartition("@")
-    if domain.isascii():
-        return address
-    try:
-        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return address
-    return f"{local}@{ascii_domain}"
+    return normalize_address(address, "address").text
 
 
 def mail_options(
     addresses: Sequence[str], capabilities: Capabilities | None, size: int | None = None
 ) -> list[str]:
-    """MAIL FROM parameters: SIZE when the server announced it and the size is known (RFC 1870),
-    SMTPUTF8 when an address needs it and the server offers it (RFC 6531)."""
+    """MAIL FROM parameters for the envelope ``addresses`` in their wire form (see
+    :func:`wire_address`): SIZE when the server announced it and the size is known (RFC 1870),
+    SMTPUTF8 when an address needs it, being non-ASCII on the wire, and the server offers it
+    (RFC 6531)."""
     options: list[str] = []
     if capabilities is None:
         return options

@@ -8,7 +8,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from mailconnect.probe._envelope import wire_address
+from mailconnect.settings import parse_host
 
 __all__ = ["build_test_message"]
 
@@ -22,7 +22,7 @@ def build_test_message(
     auto-responders stay quiet, and its Message-ID uses the sender's domain.
     """
     sent = now or datetime.now(UTC)
-    domain = wire_address(sender).rpartition("@")[2]
+    domain = parse_host(sender.rpartition("@")[2], "sender").ascii  # a Message-ID is ASCII
     # Short enough that the header is never folded: "<mailconnect-test.<24 hex>@domain>".
     message_id = f"<mailconnect-test.{secrets.token_hex(12)}@{domain}>"
     message = EmailMessage()

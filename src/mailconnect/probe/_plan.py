@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailconnect.errors import ConfigurationError
@@ -12,12 +11,17 @@ from mailconnect.findings import Finding, Severity
 from mailconnect.netguard import GuardPolicy, Resolver
 from mailconnect.probe._timeouts import Timeouts
 from mailconnect.providers import load_catalogue
-from mailconnect.settings import AuthMethod, ConnectionSettings, Security, parse_address
+from mailconnect.settings import (
+    AuthMethod,
+    ConnectionSettings,
+    Security,
+    find_control,
+    parse_address,
+    parse_host,
+)
 from mailconnect.smtp import TlsPolicy
 
 __all__ = ["Plan", "prepare", "settings_summary"]
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 VERIFICATION_OFF = Finding(
     code="probe.certificate_not_verified",
@@ -41,7 +45,7 @@ class Plan:
     """A validated test: what to connect to, how to log in, which envelope to try."""
 
     settings: ConnectionSettings
-    secret: str | None  # the password or access token, for AUTH only
+    secret: str | None = field(repr=False)  # the password or access token, for AUTH only
     sender: str | None
     recipient: str | None
     send_test_to: str | None
@@ -66,7 +70,7 @@ class Plan:
 def _secret(value: str | None, field: str, what: str, flag: str) -> str:
     if not value:
         raise ConfigurationError(field, f"no {what} was given", f"give it with {flag}")
-    if _CONTROL.search(value):
+    if find_control(value):
         # Never echo the value: it is a secret.
         raise ConfigurationError(
             field,
@@ -134,12 +138,8 @@ def prepare(
     sender, rcpt, test_to = _envelope(settings, recipient, send_test_to)
     tls = tls or TlsPolicy()
     tls.context()  # a CA file that cannot be read is a setting to fix, before any connection
-    if ehlo_name is not None and (
-        not ehlo_name.strip() or _CONTROL.search(ehlo_name) or " " in ehlo_name
-    ):
-        raise ConfigurationError(
-            "ehlo_name", "the EHLO name is not a host name", "give a name like app.example.com"
-        )
+    if ehlo_name is not None:
+        ehlo_name = _ehlo_name(ehlo_name)
     return Plan(
         settings=settings,
         secret=secret,
@@ -153,6 +153,20 @@ def prepare(
         ehlo_name=ehlo_name,
         provider=_provider_id(settings.host.ascii),
     )
+
+
+def _ehlo_name(value: str) -> str:
+    """The name EHLO sends, in ASCII: a host name in its IDNA form, an IP address as an address
+    literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``, RFC 5321 section 4.1.3)."""
+    try:
+        host = parse_host(value, "ehlo_name")
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            "ehlo_name", exc.problem, "give a name like app.example.com, or an IP address"
+        ) from exc
+    if not host.is_ip:
+        return host.ascii
+    return f"[IPv6:{host.ascii}]" if ":" in host.ascii else f"[{host.ascii}]"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -393,12 +393,15 @@ class Probe:
             message = build_test_message(
                 sender, self.plan.send_test_to, server=self.settings.host.display
             )
+        wire_sender, wire_recipient = wire_address(sender), wire_address(recipient)
         async with self.step(StepName.MAIL_FROM) as draft:
             options = mail_options(
-                [sender, recipient], session.capabilities, len(message[0]) if message else None
+                [wire_sender, wire_recipient],
+                session.capabilities,
+                len(message[0]) if message else None,
             )
             draft.reply = await session.mail_from(
-                wire_address(sender),
+                wire_sender,
                 options,
                 timeout=self.budget(self.plan.timeouts.step, StepName.MAIL_FROM),
             )
@@ -407,7 +410,7 @@ class Probe:
             draft.observations = {"sender": sender, "options": options}
         async with self.step(StepName.RCPT_TO) as draft:
             draft.reply = await session.rcpt_to(
-                wire_address(recipient),
+                wire_recipient,
                 timeout=self.budget(self.plan.timeouts.step, StepName.RCPT_TO),
             )
             draft.summary = f"the server accepts {recipient} as a recipient"

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 from mailconnect.diagnosis import Failure, Stage
-from mailconnect.errors import ConfigurationError
+from mailconnect.settings import parse_seconds
 from mailconnect.smtp import SessionError
 
 __all__ = ["Deadline", "Timeouts"]
 
 MAX_SECONDS = 300.0
-
-
-def _checked(value: float, field: str) -> float:
-    if (
-        not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 < value <= MAX_SECONDS
-    ):
-        raise ConfigurationError(
-            field, f"{value!r} is not a time limit in seconds", "give a number from 0.1 to 300"
-        )
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +27,12 @@ class Timeouts:
 
     def __post_init__(self) -> None:
         for name in ("connect", "step", "data", "total"):
-            _checked(getattr(self, name), "timeout")
+            parse_seconds(getattr(self, name), "timeout", MAX_SECONDS)
 
     @classmethod
     def per_step(cls, seconds: float) -> Timeouts:
         """``seconds`` for every step; the whole test may take four steps' worth, at least 60 s."""
-        seconds = _checked(seconds, "timeout")
+        seconds = parse_seconds(seconds, "timeout", MAX_SECONDS)
         return cls(
             connect=seconds,
             step=seconds,

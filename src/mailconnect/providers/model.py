@@ -186,9 +186,6 @@ class Provider(_Strict):
                 return refusal
         return None
 
-    def allows_port(self, port: int) -> bool:
-        return any(e.port == port for e in self.endpoints)
-
     def matches_mx(self, mx_host: str) -> bool:
         return any(host_matches(p, mx_host) for p in self.mx_patterns)
 
@@ -248,6 +245,19 @@ class Catalogue(_Strict):
                 return provider
             if provider.matches_mx(host):
                 return provider
+        return None
+
+    def refusal_for(self, host: str, port: int) -> Refusal | None:
+        """The refusal of ``host:port``: the owning provider's first (see :meth:`for_host`),
+        then any provider's, in catalogue order. Lint and discovery both ask here, so they
+        name the same finding code for a host."""
+        owner = self.for_host(host)
+        if owner is not None and (refusal := owner.refusal_for(host, port)) is not None:
+            return refusal
+        for provider in self.providers:
+            refusal = provider.refusal_for(host, port)
+            if refusal is not None:
+                return refusal
         return None
 
     def for_mx(self, mx_hosts: list[str]) -> Provider | None:

@@ -10,6 +10,10 @@ from aiosmtplib.esmtp import parse_esmtp_extensions
 
 __all__ = ["Capabilities", "from_parsed", "parse_ehlo"]
 
+# A SIZE longer than this is no real limit (10**18 bytes is an exabyte); it is treated as not
+# announced. Checked before int(), which refuses strings over 4,300 digits.
+_MAX_SIZE_DIGITS = 18
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
@@ -17,8 +21,9 @@ class Capabilities:
 
     ``keywords`` maps each advertised keyword (upper case) to its parameters; ``auth`` lists the
     offered AUTH mechanisms in the server's order, upper case, without repeats; ``size`` is the
-    SIZE limit in bytes (None when not announced or announced without a number, 0 meaning no
-    fixed limit). ``greeting`` is the first line of the reply, the server's name for itself.
+    SIZE limit in bytes (None when not announced, announced without a number or with one of
+    over 18 digits; 0 meaning no fixed limit). ``greeting`` is the first line of the reply, the
+    server's name for itself.
     """
 
     greeting: str
@@ -38,7 +43,9 @@ class Capabilities:
         if value is None:
             return None
         text = value.strip()
-        return int(text) if text.isascii() and text.isdigit() else None
+        if not (text.isascii() and text.isdigit()) or len(text) > _MAX_SIZE_DIGITS:
+            return None
+        return int(text)
 
     def as_dict(self) -> dict[str, object]:
         """The observations a report shows: the extensions a sender cares about."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aiosmtplib.auth import auth_plain_encode, auth_xoauth2_encode
@@ -49,11 +49,14 @@ class Exchange:
     """What the client sends: the AUTH command's arguments, then one answer per 334 challenge.
 
     Everything after the mechanism name is secret (the base64 payloads and the answers), so a
-    transcript shows the mechanism and nothing more.
+    transcript shows the mechanism and nothing more, and so does ``repr()``.
     """
 
-    command: tuple[bytes, ...]
-    answers: tuple[bytes, ...]
+    command: tuple[bytes, ...] = field(repr=False)
+    answers: tuple[bytes, ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Exchange(command={self.command[:2]!r}, answers={len(self.answers)})"
 
 
 def _b64(value: str) -> bytes:

@@ -15,6 +15,8 @@ Rules the session enforces, whatever the caller does:
 - Capabilities seen before TLS are forgotten after it; EHLO must be sent again.
 - Bytes the server sends after its 220 reply to STARTTLS abort the session (see ``_injection``).
 - Credentials are only sent over TLS, with a mechanism the server offered after TLS.
+- With security ``tls`` or ``starttls``, nothing but EHLO, HELO, STARTTLS, RSET and QUIT is sent
+  before the connection is encrypted: MAIL, RCPT, DATA (and anything else) are refused unsent.
 - Every command and reply goes through :class:`Transcript`, which hides AUTH payloads.
 """
 
@@ -46,6 +48,9 @@ _OK = 250
 _AUTH_OK = 235
 _CONTINUE = 334
 _GRACE = 0.05  # lets aiosmtplib's own timeout fire first, which says what timed out
+# What may be sent before TLS on a connection that must be encrypted (security tls/starttls).
+_BEFORE_TLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"RSET", b"QUIT"})
+_NAMED_VERBS = frozenset({b"MAIL", b"RCPT", b"DATA", b"BDAT", b"AUTH", b"VRFY", b"EXPN", b"NOOP"})
 # What aiosmtplib and the socket layer raise; translated into SessionError once, here.
 _LIBRARY_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError, EOFError)
 
@@ -125,9 +130,25 @@ class SmtpSession:
         self.transcript.note(f"{stage.value} failed: {detail}")
         return SessionError(stage, failure=failure, detail=detail)
 
+    def _require_encryption(self, stage: Stage, verb: bytes) -> None:
+        """Refuse, unsent, a command that must not cross the network before TLS."""
+        if self.security is Security.NONE or self.encrypted or verb.upper() in _BEFORE_TLS:
+            return
+        # Name only a known verb: an unknown first argument could be an AUTH answer (a secret).
+        name = verb.decode("ascii").upper() if verb.upper() in _NAMED_VERBS else "The command"
+        raise SessionError(
+            stage,
+            detail=(
+                f"{name} was not sent: the connection is not encrypted yet (security "
+                f"{self.security.value}); STARTTLS must succeed first"
+            ),
+        )
+
     async def command(self, stage: Stage, *args: bytes, timeout: float) -> Reply:
         """Send one command and return the reply, whatever its code (aiosmtplib bounds the wait
-        by ``timeout``)."""
+        by ``timeout``). Before TLS on a connection that must be encrypted, only EHLO, HELO,
+        STARTTLS, RSET and QUIT are sent; anything else raises SessionError unsent."""
+        self._require_encryption(stage, args[0] if args else b"")
         smtp = self._client()
         self.transcript.client(*args)
         try:
@@ -296,6 +317,7 @@ class SmtpSession:
 
     async def data(self, message: bytes, *, timeout: float) -> Reply:
         """DATA with the message (dot-stuffed and CRLF-normalised by aiosmtplib)."""
+        self._require_encryption(Stage.DATA, b"DATA")
         smtp = self._client()
         self.transcript.client(b"DATA")
         self.transcript.note(f"message of {len(message)} bytes")
