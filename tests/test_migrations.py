@@ -37,6 +37,9 @@ TABLES = {
     "mailconnect_attempts",
     "mailconnect_rate_events",
     "mailconnect_session_leases",
+    "mailconnect_api_keys",
+    "mailconnect_webhooks",
+    "mailconnect_webhook_deliveries",
 }
 
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from mailconnect.cli import db, discover, explain, lint, providers
+from mailconnect.cli import (
+    connections,
+    db,
+    discover,
+    explain,
+    keys,
+    lint,
+    outbox,
+    providers,
+    send,
+    serve,
+    tenants,
+    worker,
+)
 from mailconnect.cli import test as test_command
 
 app = typer.Typer(
@@ -20,6 +33,13 @@ app.command("lint")(lint.lint)
 app.command("discover")(discover.discover)
 app.command("explain")(explain.explain)
 app.command("test")(test_command.test)
+app.command("serve")(serve.serve_command)
+app.command("worker")(worker.worker)
+app.command("send")(send.send)
+app.add_typer(tenants.app, name="tenants")
+app.add_typer(connections.app, name="connections")
+app.add_typer(outbox.app, name="outbox")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ vocabularies), ``migrate`` (Alembic, programmatic), ``tenants`` and ``connection
 ``credentials`` (encrypted connection secrets), ``errors`` (NotFound).
 """
 
+# The service's tables (API keys, webhooks) are part of the one schema the migrations build.
+from mailconnect.store import service_models as _service_models  # noqa: F401
 from mailconnect.store.connections import (
     Limits,
     create_connection,

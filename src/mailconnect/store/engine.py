@@ -16,6 +16,7 @@ PostgreSQL: psycopg 3, ``pool_pre_ping`` (a restarted server is noticed before a
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,13 @@ __all__ = [
 
 BUSY_TIMEOUT_MS = 10_000
 MIN_SQLITE = (3, 35)  # RETURNING, used by single-statement claims
+# busy_timeout first: switching a new file to WAL takes a lock, and connections racing on it
+# must wait for each other rather than fail at once with "database is locked".
 SQLITE_PRAGMAS = (
+    ("busy_timeout", str(BUSY_TIMEOUT_MS)),
     ("journal_mode", "WAL"),
     ("synchronous", "FULL"),
     ("foreign_keys", "ON"),
-    ("busy_timeout", str(BUSY_TIMEOUT_MS)),
 )
 _BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
 
@@ -85,7 +88,7 @@ def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> No
     cursor = dbapi_connection.cursor()
     try:
         for name, value in SQLITE_PRAGMAS:
-            cursor.execute(f"PRAGMA {name} = {value}")
+            _pragma(cursor, name, value)
         mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         cursor.close()
@@ -96,6 +99,20 @@ def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> No
             "which network file systems cause",
             "put the data directory on a local disk, or use PostgreSQL",
         )
+
+
+def _pragma(cursor: Any, name: str, value: str) -> None:
+    # Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once, without its busy handler, when another connection is doing the same: retry.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute(f"PRAGMA {name} = {value}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _begin_sqlite(connection: Connection) -> None:

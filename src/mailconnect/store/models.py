@@ -24,6 +24,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -205,6 +207,8 @@ class Message(Base):
         Index(None, "state", "lease_until"),
         Index(None, "tenant_id", "connection_id", "state"),
         Index(None, "tenant_id", "created_at"),
+        # Per-connection claims (migration 0002).
+        Index(None, "connection_id", "state", "next_attempt_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -216,8 +220,15 @@ class Message(Base):
     subject: Mapped[str | None] = mapped_column(Text)  # for lists; the content holds the header
     content: Mapped[bytes] = mapped_column(LargeBinary)  # the RFC 5322 message as sent
     size_bytes: Mapped[int] = mapped_column(Integer)
+    # Needs the SMTPUTF8 extension: a non-ASCII address or header (decided when rendered).
+    smtputf8: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[MessageState] = mapped_column(
         text_enum(MessageState, "state"), default=MessageState.QUEUED
+    )
+    # The state a worker claimed it from (queued, deferred, uncertain): where a message released
+    # unsent, or recovered before DATA after its worker died, goes back to. None unless sending.
+    claimed_from: Mapped[MessageState | None] = mapped_column(
+        text_enum(MessageState, "claimed_from")
     )
     state_reason: Mapped[str | None] = mapped_column(Text)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,522 @@
+"""Delivery throughput: mailconnect end to end against Postfix's own SMTP client, on loopback.
+
+    .venv/bin/python benchmarks/throughput.py [--messages 20000] [--sessions 20]
+                                              [--memory-sessions 50] [--no-postgres]
+
+The receiver is Postfix's ``smtp-sink`` (C, no TLS, no AUTH), started here on a free loopback
+port. Every case sends ``--messages`` messages of about 2 KB to it; one run, one table:
+
+anchor          ``smtp-source -d -s SESSIONS -l 2048 -m N`` (C, Postfix's load generator; each
+                of its sessions keeps its connection for many messages).
+smtplib         Python's smtplib, one connection, the messages prebuilt as bytes.
+mailconnect     end to end: ``enqueue_many`` of N messages (one durable transaction: committed,
+                on SQLite with ``synchronous=FULL``), then ``run_worker(once=True)`` with SESSIONS
+                sessions until every message is sent and marked ``sent`` (checked with a count).
+                On SQLite, and on PostgreSQL in a fresh database (127.0.0.1:5432, dropped after).
+memory          ``mailconnect worker --once --concurrency 50`` (the CLI command, a child process)
+                delivering N messages from SQLite; its peak RSS (VmHWM in /proc, sampled every
+                5 ms), and the most sessions the sink saw open at once.
+
+Columns: messages per second (wall clock; for mailconnect enqueue plus delivery), the ratio to
+the anchor, the client's CPU in microseconds per message (``getrusage``: the child for
+smtp-source and the worker command, this process for smtplib and mailconnect, whose SQLite and
+worker threads run here), and the CPU of the receiving side (the sink; for PostgreSQL also every
+``postgres`` server process) read from /proc. Security ``none`` and auth ``none`` are what the
+sink speaks; the rules allow that with a warning (checked below). Goals: end to end >= 0.35 x the
+anchor on SQLite and PostgreSQL, bulk enqueue >= 10,000 messages/s, worker peak RSS <= 150 MB
+with 50 sessions. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import secrets
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from mailconnect.compose import Mailbox, MessageInput, render
+from mailconnect.config import load_config
+from mailconnect.findings import Severity, blocking
+from mailconnect.netguard import GuardPolicy
+from mailconnect.outbox import MessageState, Outbox, enqueue_many, run_worker
+from mailconnect.rules import lint
+from mailconnect.settings import ConnectionSettings
+from mailconnect.store import Message, create_connection, create_tenant
+
+HOST = "127.0.0.1"
+SENDER = "bench@acme.example"
+SIZE = 2048
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+POSTGRES_URL = os.environ.get(
+    "MAILCONNECT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TICK = os.sysconf("SC_CLK_TCK")
+WORKER_COMMAND = "import typer; from mailconnect.cli.worker import worker; typer.run(worker)"
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def _process_cpu(pid: int) -> float:
+    """Seconds of CPU (user + system) a live process has used, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of every postgres server process on this machine (the database's share)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name == "postgres":
+            total += _process_cpu(int(entry.name))
+    return total
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Row:
+    case: str
+    messages: int
+    seconds: float
+    client_cpu: float
+    server_cpu: float
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    enqueue: dict[str, float] = field(default_factory=dict)  # database -> messages/s
+    memory_mb: float | None = None
+    memory_sessions: int = 0
+    peak_sessions: int = 0
+
+
+# --- the sink -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port; counts the sessions it has open (its sockets)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self.process = subprocess.Popen(
+            [SMTP_SINK, *user, "-m", "1000", f"{HOST}:{self.port}", "1024"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.2):
+                break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"smtp-sink did not start: {self._stderr()}")
+            time.sleep(0.02)
+        self.base_fds = self._fds()
+
+    def _stderr(self) -> str:
+        return self.process.stderr.read().decode() if self.process.stderr else ""
+
+    def _fds(self) -> int:
+        try:
+            return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+        except OSError:
+            return 0
+
+    def cpu(self) -> float:
+        return _process_cpu(self.process.pid)
+
+    def sessions(self) -> int:
+        """Connections open now (the sink's descriptors beyond those it started with)."""
+        return self._fds() - self.base_fds
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM) in MB, from /proc; 0 once it has exited.
+
+    Not ``wait4``'s ``ru_maxrss``: for a child started with fork or vfork and exec, Linux counts
+    the parent's resident set at the exec too (a 300 MB parent makes ``python -c pass`` a 310 MB
+    child).
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Watch:
+    """Samples, every 5 ms while a child runs: its peak RSS and the sessions the sink has open."""
+
+    def __init__(self, pid: int, sink: Sink) -> None:
+        self.pid = pid
+        self.sink = sink
+        self.peak_mb = 0.0
+        self.peak_sessions = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.005):
+            self.peak_mb = max(self.peak_mb, _peak_rss_mb(self.pid))
+            self.peak_sessions = max(self.peak_sessions, self.sink.sessions())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+
+def anchor(sink: Sink, count: int, sessions: int) -> Row:
+    command = [SMTP_SOURCE, "-d", "-s", str(sessions), "-l", str(SIZE), "-m", str(count)]
+    command += ["-f", SENDER, "-t", "rcpt@example.com", f"{HOST}:{sink.port}"]
+    sink_before = sink.cpu()
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    errors = child.stderr.read().decode().strip() if child.stderr else ""
+    if child.stderr:
+        child.stderr.close()
+    if child.returncode != 0:
+        raise SystemExit(f"smtp-source failed ({child.returncode}): {errors}")
+    return Row(
+        f"anchor: smtp-source -d -s {sessions} (C)",
+        count,
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        sink.cpu() - sink_before,
+        "Postfix's load generator",
+    )
+
+
+def _raw_message(index: int) -> bytes:
+    head = (
+        f"From: {SENDER}\r\nTo: rcpt{index}@example.com\r\nSubject: Benchmark {index}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@acme.example>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    body = (line * (SIZE // len(line) + 1))[: SIZE - len(head) - 2] + b"\r\n"
+    return head + body
+
+
+def baseline(sink: Sink, count: int) -> Row:
+    messages = [_raw_message(i) for i in range(count)]
+    sink_before = sink.cpu()
+    cpu_before = _self_cpu()
+    start = time.perf_counter()
+    with smtplib.SMTP(HOST, sink.port) as client:
+        client.ehlo("bench.acme.example")
+        for index, data in enumerate(messages):
+            client.sendmail(SENDER, [f"rcpt{index}@example.com"], data)
+    seconds = time.perf_counter() - start
+    return Row(
+        "smtplib, 1 connection (Python)",
+        count,
+        seconds,
+        _self_cpu() - cpu_before,
+        sink.cpu() - sink_before,
+        "prebuilt messages",
+    )
+
+
+def _text_for_size() -> str:
+    """A text body that makes the rendered message about SIZE octets."""
+    probe = render(_message(0, ""), domain_for_id="acme.example")
+    paragraph = "Thank you for your application; we will be in touch within two weeks. "
+    return (paragraph * (SIZE // len(paragraph) + 1))[: max(SIZE - probe.size - 2, 0)]
+
+
+def _message(index: int, text: str) -> MessageInput:
+    return MessageInput(
+        from_=Mailbox(SENDER, "Acme Benchmark"),
+        to=[f"rcpt{index}@example.com"],
+        subject=f"Your application, number {index}",
+        text=text,
+    )
+
+
+def _settings(port: int) -> ConnectionSettings:
+    settings = ConnectionSettings.parse(
+        host=HOST, port=port, security="none", auth="none", sender=SENDER
+    )
+    findings = lint(settings)
+    assert not blocking(findings), findings
+    assert any(f.severity is Severity.WARNING for f in findings)  # cleartext: a warning only
+    return settings
+
+
+def _prepare(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
+    with outbox.transaction() as session:
+        tenant = create_tenant(session, external_id="bench", name="Benchmark")
+        connection = create_connection(session, tenant.id, name="sink", settings=_settings(port))
+        return tenant.id, connection.id
+
+
+def _sent(outbox: Outbox) -> int:
+    with outbox.reading() as session:
+        query = select(func.count()).select_from(Message).where(Message.state == MessageState.SENT)
+        return int(session.scalar(query) or 0)
+
+
+def end_to_end(
+    sink: Sink, database: str, url: str, data_dir: Path, count: int, sessions: int
+) -> tuple[Row, float]:
+    outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
+    try:
+        tenant_id, connection_id = _prepare(outbox, sink.port)
+        text = _text_for_size()
+        messages = [_message(index, text) for index in range(count)]
+        size = render(messages[0], domain_for_id="acme.example").size
+        postgres = database == "PostgreSQL"
+        server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
+        cpu_before = _self_cpu()
+        start = time.perf_counter()
+        enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
+        enqueued = time.perf_counter()
+        stats = asyncio.run(
+            run_worker(outbox, concurrency=sessions, once=True, guard=GuardPolicy.off())
+        )
+        sent = _sent(outbox)
+        seconds = time.perf_counter() - start
+        client_cpu = _self_cpu() - cpu_before
+        server_cpu = sink.cpu() + (_postgres_cpu() if postgres else 0.0) - server_before
+    finally:
+        outbox.close()
+    if sent != count or stats.sent != count:
+        raise SystemExit(f"{database}: {sent} of {count} messages marked sent ({stats.as_dict()})")
+    delivery = seconds - (enqueued - start)
+    note = f"{size} B; delivery alone {count / delivery:,.0f}/s"
+    row = Row(
+        f"mailconnect, {database}, {sessions} sessions",
+        count,
+        seconds,
+        client_cpu,
+        server_cpu,
+        note,
+    )
+    return row, count / (enqueued - start)
+
+
+def memory(sink: Sink, data_dir: Path, count: int, sessions: int) -> tuple[Row, float, int]:
+    """The CLI worker in a child process: its peak RSS, and the sessions the sink saw."""
+    url = f"sqlite:///{data_dir / 'memory.db'}"
+    outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
+    try:
+        tenant_id, connection_id = _prepare(outbox, sink.port)
+        text = _text_for_size()
+        messages = [_message(index, text) for index in range(count)]
+        enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
+    finally:
+        outbox.close()
+    environment = {
+        **os.environ,
+        "MAILCONNECT_DATA_DIR": str(data_dir),
+        "MAILCONNECT_DATABASE_URL": url,
+    }
+    command = [sys.executable, "-c", WORKER_COMMAND, "--once", "--no-guard", "--json"]
+    command += ["--concurrency", str(sessions)]
+    out_file, err_file = data_dir / "worker.out", data_dir / "worker.err"
+    sink_before = sink.cpu()
+    with out_file.open("wb") as stdout, err_file.open("wb") as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
+        watch = Watch(child.pid, sink)
+        # wait4 for the CPU times; its ru_maxrss would count this process's memory too.
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        watch.stop()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    output, errors = out_file.read_text(), err_file.read_text()
+    if child.returncode != 0 or f'"sent": {count}' not in output:
+        raise SystemExit(f"the worker command failed: {output}\n{errors}")
+    row = Row(
+        f"mailconnect worker CLI, SQLite, {sessions} sessions",
+        count,
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        sink.cpu() - sink_before,
+        "delivery only, with process start",
+    )
+    return row, watch.peak_mb, watch.peak_sessions
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str | None]:
+    """A fresh PostgreSQL database for one run (dropped afterwards); None when unreachable."""
+    server = make_url(POSTGRES_URL)
+    conninfo = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        print(f"PostgreSQL skipped: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        yield None
+        return
+    name = f"mailconnect_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(
+                hide_password=False
+            )
+        finally:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    memory_kb = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {memory_kb / 1024 / 1024:.1f} GiB RAM, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def report(results: Results, anchor_rate: float, args: argparse.Namespace) -> None:
+    print(machine())
+    print(f"{args.messages:,} messages of about {SIZE} bytes to smtp-sink on {HOST}")
+    header = (
+        f"{'case':44} {'msgs/s':>8} {'x anchor':>8} {'client CPU':>10} {'server CPU':>10}  note"
+    )
+    print(header)
+    print(f"{'':44} {'':>8} {'':>8} {'µs/msg':>10} {'µs/msg':>10}")
+    for row in results.rows:
+        print(
+            f"{row.case:44} {row.rate:>8,.0f} {row.rate / anchor_rate:>8.2f} "
+            f"{row.client_cpu / row.messages * 1e6:>10.1f} "
+            f"{row.server_cpu / row.messages * 1e6:>10.1f}  {row.note}"
+        )
+    for database, rate in results.enqueue.items():
+        verdict = "meets" if rate >= 10_000 else "misses"
+        print(f"{'bulk enqueue_many, ' + database:44} {rate:>8,.0f}  ({verdict} >= 10,000/s)")
+    if results.memory_mb is not None:
+        verdict = "meets" if results.memory_mb <= 150 else "misses"
+        print(
+            f"{'worker peak RSS, ' + str(results.memory_sessions) + ' sessions':44} "
+            f"{results.memory_mb:>6.1f} MB ({verdict} <= 150 MB; the sink saw "
+            f"{results.peak_sessions} sessions open at once)"
+        )
+    for row in results.rows:
+        if row.case.startswith("mailconnect, "):
+            ratio = row.rate / anchor_rate
+            verdict = "meets" if ratio >= 0.35 else "misses"
+            print(f"{row.case}: {ratio:.2f} x anchor ({verdict} >= 0.35)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per case")
+    parser.add_argument("--sessions", type=int, default=20, help="sessions: anchor, end to end")
+    parser.add_argument("--memory-sessions", type=int, default=50, help="sessions: memory run")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    args = parser.parse_args()
+    for program in (SMTP_SINK, SMTP_SOURCE):
+        if not Path(program).exists():
+            raise SystemExit(f"{program} is missing: install Debian's postfix package")
+    results = Results()
+    sink = Sink()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mc-bench-") as directory:
+            base = Path(directory)
+            first = anchor(sink, args.messages, args.sessions)
+            results.rows.append(first)
+            results.rows.append(baseline(sink, args.messages))
+            url = f"sqlite:///{base / 'sqlite' / 'mailconnect.db'}"
+            row, rate = end_to_end(
+                sink, "SQLite", url, base / "sqlite", args.messages, args.sessions
+            )
+            results.rows.append(row)
+            results.enqueue["SQLite"] = rate
+            if not args.no_postgres:
+                with postgres_database() as postgres:
+                    if postgres is not None:
+                        row, rate = end_to_end(
+                            sink, "PostgreSQL", postgres, base / "pg", args.messages, args.sessions
+                        )
+                        results.rows.append(row)
+                        results.enqueue["PostgreSQL"] = rate
+            row, results.memory_mb, results.peak_sessions = memory(
+                sink, base / "memory", args.messages, args.memory_sessions
+            )
+            results.memory_sessions = args.memory_sessions
+            results.rows.append(row)
+    finally:
+        sink.stop()
+    report(results, first.rate, args)
+
+
+if __name__ == "__main__":
+    main()

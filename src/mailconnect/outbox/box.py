@@ -1,0 +1,145 @@
+"""The entry point: :class:`Outbox`, an engine and a keyring with the outbox's settings."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailconnect.config import Config, load_config
+from mailconnect.crypto import Keyring, load_keyring
+from mailconnect.errors import ConfigurationError
+from mailconnect.outbox.policy import RetryPolicy
+from mailconnect.store.engine import session_factory
+from mailconnect.store.migrate import open_database
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Outbox", "Timeouts"]
+
+# The catalogue has no per-provider size limits yet; Gmail's 25 MB is the common floor.
+DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
+
+# SQLite admits one writer at a time. Threads of one process that wait for each other on a lock
+# queue fairly and wake at once; waiting inside SQLite's busy handler sleeps in coarse steps (up
+# to 100 ms), so the worker's threads take this lock first. Other processes still rely on the
+# busy timeout.
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.RLock:
+    with _registry_lock:
+        lock = _sqlite_writers.get(engine)
+        if lock is None:
+            lock = _sqlite_writers[engine] = threading.RLock()
+        return lock
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait: ``connect`` for TCP, ``command`` for each reply (greeting, EHLO,
+    STARTTLS, AUTH, MAIL, RCPT, RSET), ``data`` for the reply to DATA and to the final "."
+    (RFC 5321 asks for 10 minutes there: the server may be scanning the message)."""
+
+    connect: float = 30.0
+    command: float = 120.0
+    data: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "command", "data"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(
+                    f"timeouts.{name}", "a timeout must be positive", "give seconds, e.g. 30"
+                )
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """The durable outbox: where messages are enqueued, and what workers deliver from.
+
+    Holds a synchronous SQLAlchemy :class:`~sqlalchemy.Engine` (SQLite or PostgreSQL, migrated)
+    and the :class:`~mailconnect.crypto.Keyring` that opens connection secrets, plus settings:
+    ``retry`` (backoff and lifetime), ``timeouts`` (SMTP waits), ``max_message_size`` (octets,
+    checked at enqueue), ``batch_size`` (messages a worker claims at once for one connection)
+    and ``poll_interval`` (seconds an idle worker waits before looking again, when no
+    notification wakes it earlier). ``configuration`` is what :meth:`open` was given (see
+    :attr:`config`); ``sessions`` makes ORM sessions on the engine (values stay loaded after
+    commit).
+    """
+
+    engine: Engine
+    keyring: Keyring
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    batch_size: int = 50
+    poll_interval: float = 2.0
+    configuration: Config | None = field(default=None, repr=False, compare=False)
+    sessions: sessionmaker[Session] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_message_size < 1 or self.poll_interval <= 0:
+            raise ConfigurationError(
+                "outbox",
+                "batch_size and max_message_size must be at least 1, poll_interval positive",
+                "use the defaults unless you measured otherwise",
+            )
+        object.__setattr__(self, "sessions", session_factory(self.engine))
+
+    @classmethod
+    def open(cls, config: Config | None = None, **options: Any) -> Outbox:
+        """The outbox for ``config`` (default: the environment): the database is migrated to
+        the newest schema and the keyring loaded. ``options`` are the other fields."""
+        config = config or load_config()
+        keyring = load_keyring(config)
+        engine = open_database(config.database_url)
+        return cls(engine=engine, keyring=keyring, configuration=config, **options)
+
+    @property
+    def config(self) -> Config:
+        """The configuration the outbox was opened with (:meth:`open`)."""
+        if self.configuration is None:
+            raise ConfigurationError(
+                "config",
+                "this outbox was built from an engine, not opened from a configuration",
+                "use Outbox.open(config), or pass configuration=...",
+            )
+        return self.configuration
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def session(self) -> Session:
+        """A new ORM session (values stay loaded after commit)."""
+        return self.sessions()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in a transaction that commits at the end, or rolls back on an error.
+
+        On SQLite, write transactions of one process take turns on a lock (see above)."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        with (
+            _writer_lock(self.engine) if sqlite else nullcontext(),
+            self.sessions.begin() as session,
+        ):
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session; on SQLite it does not take the write lock (``BEGIN DEFERRED``)."""
+        engine = self.engine
+        if engine.dialect.name == "sqlite":
+            engine = engine.execution_options(sqlite_begin="DEFERRED")
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.engine.dispose()

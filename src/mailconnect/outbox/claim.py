@@ -1,0 +1,277 @@
+"""Claiming due messages with a lease, renewing and releasing it, and recovering lost leases.
+
+Claim
+    One statement: ``UPDATE mailconnect_messages SET state='sending', claimed_from=state,
+    lease_owner=..., lease_until=... WHERE id IN (SELECT id ... due, oldest first, LIMIT n)
+    RETURNING ...``. On PostgreSQL the inner SELECT has ``FOR UPDATE SKIP LOCKED``: concurrent
+    workers skip each other's rows instead of waiting, and no row is claimed twice. On SQLite
+    the statement runs inside ``BEGIN IMMEDIATE`` (one writer at a time), which makes it atomic.
+    Claims are per connection, so a worker can send a batch through one session.
+
+Leases
+    A claimed message belongs to its worker until ``lease_until``; the worker renews the leases of
+    everything it holds every third of the lease time. A message released unsent (the worker
+    stops, the session broke under another message) goes back to ``claimed_from``.
+
+Recovery: the exact rule
+    A message still ``sending`` after its lease ran out belongs to a worker that died or hung.
+    Any worker recovers it, before claiming:
+
+    * if it has an attempt without outcome, its worker had committed that it was about to send
+      DATA (the attempt row is written, fenced by the lease, immediately before the DATA
+      command): the server may have the message. The attempt is closed as ``uncertain`` and the
+      message becomes ``uncertain``: not resent unless ``resend_uncertain`` or an explicit retry.
+    * otherwise nothing can have reached a server's queue: the message goes back to
+      ``claimed_from`` (queued, deferred or uncertain) and is due at once.
+
+    A worker whose lease was taken away cannot open an attempt any more (the insert is
+    conditioned on still holding the lease), so recovery and a slow worker never both send.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from mailconnect.store.models import Attempt, Message
+from mailconnect.store.states import AttemptOutcome, MessageState
+
+__all__ = [
+    "Claimed",
+    "Recovered",
+    "claim",
+    "next_due",
+    "pick_connection",
+    "recover",
+    "release",
+    "release_owned",
+    "renew",
+]
+
+_SENDING = MessageState.SENDING
+_RECOVERED_UNCERTAIN = (
+    "the worker stopped while it was sending the message (its lease ran out after it began "
+    "DATA); the server may have accepted it"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message this worker holds, with what delivery needs before loading its content."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    connection_id: uuid.UUID
+    message_id: str  # the Message-ID header
+    attempt_count: int
+    expires_at: datetime | None
+    claimed_from: MessageState
+    size: int = 0  # octets
+
+
+def pick_connection(
+    session: Session,
+    states: Sequence[MessageState],
+    now: datetime,
+    exclude: Collection[uuid.UUID] = (),
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The (tenant, connection) of the oldest due message, skipping ``exclude``; a hint only."""
+    query = select(Message.tenant_id, Message.connection_id).where(
+        Message.state.in_(states), Message.next_attempt_at <= now
+    )
+    if exclude:
+        query = query.where(Message.connection_id.not_in(list(exclude)))
+    row = session.execute(query.order_by(Message.next_attempt_at).limit(1)).first()
+    return (row[0], row[1]) if row else None
+
+
+def next_due(session: Session, states: Sequence[MessageState]) -> datetime | None:
+    """When the next claimable message is due (None: nothing waits)."""
+    when: datetime | None = session.scalar(
+        select(func.min(Message.next_attempt_at)).where(Message.state.in_(states))
+    )
+    return when
+
+
+def claim(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    connection_id: uuid.UUID,
+    owner: str,
+    lease_until: datetime,
+    limit: int,
+    states: Sequence[MessageState],
+    now: datetime,
+) -> list[Claimed]:
+    """Lease up to ``limit`` due messages of one connection to ``owner``, oldest first."""
+    if limit <= 0:
+        return []
+    due = (
+        select(Message.id)
+        .where(
+            Message.tenant_id == tenant_id,
+            Message.connection_id == connection_id,
+            Message.state.in_(states),
+            Message.next_attempt_at <= now,
+        )
+        .order_by(Message.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(Message)
+        .where(Message.id.in_(due.scalar_subquery()))
+        .values(
+            claimed_from=Message.state,
+            state=_SENDING,
+            lease_owner=owner,
+            lease_until=lease_until,
+            updated_at=now,
+        )
+        .returning(
+            Message.id,
+            Message.tenant_id,
+            Message.connection_id,
+            Message.message_id_header,
+            Message.attempt_count,
+            Message.expires_at,
+            Message.claimed_from,
+            Message.size_bytes,
+            Message.next_attempt_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(session.execute(statement).all())
+    rows.sort(key=lambda row: row[8] or now)  # RETURNING has no order; keep the oldest first
+    return [
+        Claimed(*row[:6], claimed_from=row[6] or MessageState.QUEUED, size=row[7]) for row in rows
+    ]
+
+
+def renew(session: Session, owner: str, until: datetime) -> int:
+    """Extend the lease of every message ``owner`` holds."""
+    result = session.execute(
+        update(Message)
+        .where(Message.lease_owner == owner, Message.state == _SENDING)
+        .values(lease_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release(
+    session: Session,
+    ids: Collection[uuid.UUID],
+    owner: str,
+    now: datetime,
+    not_before: datetime | None = None,
+) -> int:
+    """Give messages back unsent: to ``claimed_from``, due no sooner than ``not_before``."""
+    if not ids:
+        return 0
+    values: dict[str, object] = {
+        "state": func.coalesce(Message.claimed_from, MessageState.QUEUED.value),
+        "claimed_from": None,
+        "lease_owner": None,
+        "lease_until": None,
+        "updated_at": now,
+    }
+    if not_before is not None:
+        values["next_attempt_at"] = case(
+            (Message.next_attempt_at < not_before, not_before), else_=Message.next_attempt_at
+        )
+    result = session.execute(
+        update(Message)
+        .where(Message.id.in_(list(ids)), Message.lease_owner == owner, Message.state == _SENDING)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def release_owned(session: Session, owner: str, now: datetime) -> int:
+    """Release everything ``owner`` still holds without an open attempt (a worker stopping).
+
+    Messages with an open attempt are left to recovery, which makes them uncertain.
+    """
+    open_attempts = select(Attempt.message_id).where(Attempt.outcome.is_(None))
+    ids = session.scalars(
+        select(Message.id).where(
+            Message.lease_owner == owner,
+            Message.state == _SENDING,
+            Message.id.not_in(open_attempts),
+        )
+    ).all()
+    return release(session, ids, owner, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What recovery did: messages put back, and messages made uncertain."""
+
+    requeued: int = 0
+    uncertain: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.requeued or self.uncertain)
+
+
+def recover(session: Session, now: datetime, limit: int = 500) -> Recovered:
+    """Recover messages whose lease ran out (see the module docstring for the rule)."""
+    stale = session.scalars(
+        select(Message.id)
+        .where(Message.state == _SENDING, Message.lease_until < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not stale:
+        return Recovered()
+    opened = set(
+        session.scalars(
+            select(Attempt.message_id).where(
+                Attempt.message_id.in_(stale), Attempt.outcome.is_(None)
+            )
+        )
+    )
+    if opened:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.message_id.in_(opened), Attempt.outcome.is_(None))
+            .values(outcome=AttemptOutcome.UNCERTAIN, error=_RECOVERED_UNCERTAIN)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(opened), Message.state == _SENDING)
+            .values(
+                state=MessageState.UNCERTAIN,
+                state_reason=_RECOVERED_UNCERTAIN,
+                claimed_from=None,
+                lease_owner=None,
+                lease_until=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    back = [message_id for message_id in stale if message_id not in opened]
+    if back:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(back), Message.state == _SENDING)
+            .values(
+                state=func.coalesce(Message.claimed_from, MessageState.QUEUED.value),
+                claimed_from=None,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return Recovered(requeued=len(back), uncertain=len(opened))

@@ -1,0 +1,627 @@
+"""One SMTP session per connection, reused for a batch of messages.
+
+The session is opened once (resolve once through the network guard and pin the address, TCP,
+greeting, EHLO, STARTTLS and EHLO again, AUTH) and then carries message after message: MAIL
+FROM, one RCPT TO per recipient not yet done, DATA. RSET is sent before a message only when the
+previous transaction did not end with a reply to its final "." (RFC 5321 4.1.1.4: that reply
+already resets the server's state), so a clean run costs no extra round trip.
+
+PIPELINING is not used. :class:`~mailconnect.smtp.SmtpSession` speaks one command at a time,
+and the guarantees need the RCPT replies before DATA: the attempt row that makes a crash
+recoverable is written only when at least one recipient was accepted, right before DATA. On
+loopback a round trip costs ~0.1 ms, under a millisecond in a data centre; the per-mailbox limits
+(Microsoft 365: 30 messages a minute) bound a connection long before round trips do, and
+sessions to different connections run in parallel. See docs/outbox.md.
+
+What each failure does is decided in :mod:`mailconnect.outbox.policy`; what is written, in
+:mod:`mailconnect.outbox.records`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from mailconnect.crypto import Secret
+from mailconnect.diagnosis import Stage
+from mailconnect.errors import ConfigurationError, SecretError
+from mailconnect.netguard import GuardPolicy, PinnedTarget, Resolver, TargetUnreachable
+from mailconnect.netguard import resolve_and_check as netguard_resolve
+from mailconnect.outbox.box import Outbox
+from mailconnect.outbox.claim import Claimed
+from mailconnect.outbox.datawatch import DataWatch
+from mailconnect.outbox.limits import ConnectionLimits, resolve_limits, scope_of
+from mailconnect.outbox.policy import (
+    Judgement,
+    Verdict,
+    enhanced_code,
+    judge_failure,
+    judge_reply,
+    next_attempt,
+    settle,
+)
+from mailconnect.outbox.records import (
+    AttemptRecord,
+    Outgoing,
+    RecipientUpdate,
+    Settlement,
+    expire_claimed,
+    finish,
+    hold_connection,
+    load_outgoing,
+    open_attempt,
+)
+from mailconnect.settings import AuthMethod, ConnectionSettings, Security
+from mailconnect.smtp import (
+    Capabilities,
+    Reply,
+    SessionError,
+    SmtpSession,
+    TlsPolicy,
+    connect_pinned,
+)
+from mailconnect.store.connections import require_connection
+from mailconnect.store.credentials import load_secret
+from mailconnect.store.states import (
+    AttemptOutcome,
+    ConnectionStatus,
+    MessageState,
+    RecipientState,
+    SecretPurpose,
+)
+from mailconnect.store.types import utcnow
+
+__all__ = ["ConnectionPlan", "Delivered", "DeliveryContext", "SmtpRun", "load_plan"]
+
+_T = TypeVar("_T")
+Db = Callable[..., Awaitable[Any]]
+_QUIT_SECONDS = 5.0
+_OPEN_RECIPIENTS = (RecipientState.PENDING, RecipientState.DEFERRED)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    """What a session needs to know about its connection, read once per session."""
+
+    tenant_id: uuid.UUID
+    connection_id: uuid.UUID
+    settings: ConnectionSettings
+    status: ConnectionStatus
+    limits: ConnectionLimits
+    scope: str
+    status_reason: str | None = None
+    secret: Secret | None = field(default=None, repr=False)
+    problem: str | None = None  # why it cannot log in as configured (a hold reason)
+
+
+def load_plan(
+    session: Session, outbox: Outbox, tenant_id: uuid.UUID, connection_id: uuid.UUID
+) -> ConnectionPlan:
+    connection = require_connection(session, tenant_id, connection_id)
+    settings = connection.settings
+    secret: Secret | None = None
+    problem: str | None = None
+    if settings.auth is not AuthMethod.NONE:
+        purpose = (
+            SecretPurpose.OAUTH_ACCESS_TOKEN
+            if settings.auth is AuthMethod.OAUTH2
+            else SecretPurpose.PASSWORD
+        )
+        try:
+            secret = load_secret(session, outbox.keyring, tenant_id, connection_id, purpose)
+        except SecretError as exc:
+            problem = f"the stored {purpose.value.replace('_', ' ')} cannot be used: {exc}"
+        else:
+            if secret is None:
+                problem = f"no {purpose.value.replace('_', ' ')} is stored for the connection"
+        if not settings.username:
+            problem = "the connection logs in but has no username"
+    return ConnectionPlan(
+        tenant_id=tenant_id,
+        connection_id=connection_id,
+        settings=settings,
+        status=connection.status,
+        limits=resolve_limits(connection),
+        scope=scope_of(connection),
+        status_reason=connection.status_reason,
+        secret=secret,
+        problem=problem,
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """The worker's side of a delivery: who it is, its policies, and how it reaches the DB."""
+
+    outbox: Outbox
+    owner: str
+    db: Db  # runs a synchronous function in a worker thread: await db(fn, *args)
+    write: Db  # runs fn(session, *args) in a (shared) committed transaction: await write(fn, ...)
+    guard: GuardPolicy
+    tls: TlsPolicy | None = None
+    resolver: Resolver | None = None
+    lease_seconds: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.lease_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What became of one claimed message (``state`` None: not tried, released)."""
+
+    claimed: Claimed
+    state: MessageState | None
+    reason: str | None = None
+
+
+@dataclass
+class _Result:
+    """One attempt's result, before it is settled into states."""
+
+    updates: list[RecipientUpdate] = field(default_factory=list)
+    override: Verdict | None = None  # HELD or UNCERTAIN: the whole message
+    reply: Reply | None = None
+    error: str | None = None
+    reason: str | None = None
+    tried: int = 0
+
+
+class SmtpRun:
+    """A session for one connection, carrying one message after another."""
+
+    def __init__(self, context: DeliveryContext, plan: ConnectionPlan) -> None:
+        self.context = context
+        self.plan = plan
+        self.session: SmtpSession | None = None
+        self.target: PinnedTarget | None = None
+        self.server_address: str | None = None
+        self.broken = False
+        self.held = False
+        self._dirty = False
+        self._first = True
+        self._timeouts = context.outbox.timeouts
+
+    # -- the session -------------------------------------------------------------------------
+
+    async def open(self) -> Judgement | None:
+        """Connect and log in; the judgement on a failure (None when ready)."""
+        plan = self.plan
+        if plan.problem:
+            return Judgement(Verdict.HELD, plan.problem)
+        settings = plan.settings
+        try:
+            self.target = await netguard_resolve(
+                settings.host,
+                settings.port,
+                self.context.guard,
+                resolver=self.context.resolver,
+                timeout=self._timeouts.connect,
+            )
+        except TargetUnreachable as exc:
+            verdict = Verdict.HELD if exc.refused else Verdict.DEFERRED
+            return Judgement(verdict, str(exc))
+        secrets = [plan.secret.reveal()] if plan.secret is not None else []
+        session = SmtpSession(self.target, settings.security, tls=self.context.tls, secrets=secrets)
+        self.session = session
+        try:
+            connected = await connect_pinned(self.target, self._timeouts.connect)
+            self.server_address = f"{connected.address}:{self.target.port}"
+            await session.open(connected.sock, timeout=self._timeouts.command)
+            await session.ehlo(timeout=self._timeouts.command)
+            if settings.security is Security.STARTTLS:
+                await session.starttls(timeout=self._timeouts.command)
+                await session.ehlo(timeout=self._timeouts.command)
+            if settings.auth is not AuthMethod.NONE:
+                assert plan.secret is not None
+                assert settings.username
+                await session.authenticate(
+                    settings.auth,
+                    settings.username,
+                    plan.secret.reveal(),
+                    timeout=self._timeouts.command,
+                )
+        except SessionError as exc:
+            self.broken = True
+            session.close()
+            return self._session_judgement(exc)
+        except ConfigurationError as exc:  # credentials over an unencrypted connection
+            self.broken = True
+            session.close()
+            return Judgement(Verdict.HELD, f"{exc.problem}: {exc.fix}")
+        return None
+
+    def _session_judgement(self, exc: SessionError) -> Judgement:
+        if exc.reply is not None:
+            judgement = judge_reply(exc.reply, exc.stage, self.plan.limits.provider_id)
+            if judgement.verdict is Verdict.ACCEPTED:  # a success code where it makes no sense
+                reason = f"{exc.stage.value}: unexpected reply {exc.reply}"
+                return Judgement(Verdict.DEFERRED, reason)
+            if judgement.verdict is Verdict.REJECTED:
+                # A refusal of the whole session is not about a message: try again later.
+                return Judgement(Verdict.DEFERRED, judgement.reason, judgement.cause)
+            return judgement
+        return judge_failure(exc.failure, f"{exc.stage.value}: {exc.detail}", final_dot_sent=False)
+
+    async def close(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        if self.broken or not session.connected:
+            session.close()
+            return
+        try:
+            await session.quit(timeout=min(self._timeouts.command, _QUIT_SECONDS))
+        except SessionError:
+            session.close()
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _transcript(self, mark: int) -> str | None:
+        if self.session is None:
+            return None
+        lines = self.session.transcript.lines
+        chosen = lines if self._first else lines[mark:]
+        return "\n".join(str(line) for line in chosen) or None
+
+    async def fail_all(self, batch: Sequence[Claimed], judgement: Judgement) -> list[Delivered]:
+        """The session could not be opened: every message in the batch gets that attempt."""
+        results: list[Delivered] = []
+        transcript = self._transcript(0)
+        for claimed in batch:
+            now = utcnow()
+            result = _Result(override=None, reason=judgement.reason, error=judgement.reason)
+            if judgement.verdict is Verdict.HELD:
+                result.override = Verdict.HELD
+            state = await self._settle_and_store(
+                claimed, None, result, None, now, now, 0.0, transcript
+            )
+            results.append(Delivered(claimed, state, judgement.reason))
+        return results
+
+    async def expire(self, claimed: Claimed) -> Delivered:
+        context = self.context
+        done = await context.write(expire_claimed, claimed, context.owner, utcnow())
+        return Delivered(claimed, MessageState.EXPIRED if done else None)
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def deliver(self, claimed: Claimed, outgoing: Outgoing | None = None) -> Delivered:
+        """Send one claimed message through the open session and record what happened
+        (``outgoing``: its content and recipients, when the caller loaded them already)."""
+        context = self.context
+        if outgoing is None:
+            outgoing = await context.db(_reading, context.outbox, load_outgoing, claimed)
+        if outgoing is None:
+            return Delivered(claimed, None, "the message no longer exists")
+        session = self.session
+        assert session is not None
+        mark = len(session.transcript.lines)
+        started_at = utcnow()
+        started = time.perf_counter()
+        pending = [(p, a) for p, a, s in outgoing.recipients if s in _OPEN_RECIPIENTS]
+        attempt_id: uuid.UUID | None = None
+        result = self._local_checks(outgoing, session.capabilities)
+        if result is None:
+            result = _Result(tried=len(pending))
+            lost, attempt_id = await self._transaction(claimed, outgoing, pending, result)
+            if lost:  # the lease ran out before DATA: recovery gave the message to another
+                self._first = False
+                return Delivered(claimed, None, "the lease was lost before DATA")
+        state = await self._settle_and_store(
+            claimed,
+            outgoing,
+            result,
+            attempt_id,
+            started_at,
+            utcnow(),
+            time.perf_counter() - started,
+            self._transcript(mark),
+        )
+        self._first = False
+        return Delivered(claimed, state, result.reason)
+
+    @staticmethod
+    def _local_checks(outgoing: Outgoing, capabilities: Capabilities | None) -> _Result | None:
+        """Refusals decided before any command: the server cannot take this message."""
+        if capabilities is None:
+            return None
+        if outgoing.smtputf8 and not capabilities.offers("SMTPUTF8"):
+            reason = "the message needs SMTPUTF8 (a non-ASCII address) and the server lacks it"
+        elif capabilities.size and outgoing.size > capabilities.size:
+            reason = (
+                f"the message is {outgoing.size} octets, more than the server's SIZE limit of "
+                f"{capabilities.size}"
+            )
+        else:
+            return None
+        updates = [
+            RecipientUpdate(p, RecipientState.REJECTED, text=reason)
+            for p, _, s in outgoing.recipients
+            if s in _OPEN_RECIPIENTS
+        ]
+        return _Result(updates=updates, error=reason, reason=reason)
+
+    async def _transaction(
+        self,
+        claimed: Claimed,
+        outgoing: Outgoing,
+        pending: list[tuple[int, str]],
+        result: _Result,
+    ) -> tuple[bool, uuid.UUID | None]:
+        """MAIL, RCPT, (attempt row), DATA. Fills ``result``; returns whether the lease was
+        lost before DATA, and the id of the attempt opened for DATA (None: not reached)."""
+        session = self.session
+        assert session is not None
+        timeouts = self._timeouts
+        try:
+            if self._dirty:
+                await session.rset(timeout=timeouts.command)
+            self._dirty = True
+            await session.mail_from(
+                outgoing.envelope_from,
+                self._mail_options(outgoing, session.capabilities),
+                timeout=timeouts.command,
+            )
+        except SessionError as exc:
+            self._envelope_failure(exc, Stage.MAIL_FROM, pending, result)
+            return False, None
+        accepted: list[int] = []
+        for position, address in pending:
+            try:
+                await session.rcpt_to(address, timeout=timeouts.command)
+            except SessionError as exc:
+                if exc.reply is None or exc.reply.code == 421:
+                    self._envelope_failure(exc, Stage.RCPT_TO, pending, result)
+                    return False, None
+                judgement = judge_reply(exc.reply, Stage.RCPT_TO, self.plan.limits.provider_id)
+                if judgement.verdict is Verdict.HELD:
+                    result.override, result.reason, result.reply = (
+                        Verdict.HELD,
+                        judgement.reason,
+                        exc.reply,
+                    )
+                    return False, None
+                state = (
+                    RecipientState.REJECTED
+                    if judgement.verdict is Verdict.REJECTED
+                    else RecipientState.DEFERRED
+                )
+                result.updates.append(_update(position, state, exc.reply))
+                result.reply, result.reason = exc.reply, judgement.reason
+                continue
+            accepted.append(position)
+        if not accepted:
+            return False, None
+        attempt_id: uuid.UUID | None = await self.context.write(
+            open_attempt,
+            claimed,
+            number=claimed.attempt_count + 1,
+            owner=self.context.owner,
+            lease_until=self.context.lease_until(),
+            started_at=utcnow(),
+            server_address=self.server_address,
+        )
+        if attempt_id is None:
+            return True, None
+        await self._data(outgoing, accepted, result)
+        return False, attempt_id
+
+    async def _data(self, outgoing: Outgoing, accepted: list[int], result: _Result) -> None:
+        session = self.session
+        assert session is not None
+        with DataWatch(session) as watch:
+            try:
+                reply = await session.data(outgoing.content, timeout=self._timeouts.data)
+            except SessionError as exc:
+                if exc.reply is None:
+                    self.broken = True
+                    judgement = judge_failure(
+                        exc.failure,
+                        f"{exc.stage.value}: {exc.detail}",
+                        final_dot_sent=watch.final_dot_may_have_left,
+                    )
+                    result.error = result.reason = judgement.reason
+                    if judgement.verdict is Verdict.UNCERTAIN:
+                        result.override = Verdict.UNCERTAIN
+                    return
+                self._after_data_refusal(exc.reply, accepted, result)
+                return
+        self._dirty = False
+        result.reply = reply
+        result.updates.extend(_update(p, RecipientState.ACCEPTED, reply) for p in accepted)
+
+    def _after_data_refusal(self, reply: Reply, accepted: list[int], result: _Result) -> None:
+        if reply.code == 421:
+            self.broken = True
+        judgement = judge_reply(reply, Stage.DATA, self.plan.limits.provider_id)
+        result.reply, result.reason = reply, judgement.reason
+        if judgement.verdict is Verdict.HELD:
+            result.override = Verdict.HELD
+            return
+        state = (
+            RecipientState.REJECTED
+            if judgement.verdict is Verdict.REJECTED
+            else RecipientState.DEFERRED
+        )
+        result.updates.extend(_update(p, state, reply) for p in accepted)
+
+    def _envelope_failure(
+        self,
+        exc: SessionError,
+        stage: Stage,
+        pending: list[tuple[int, str]],
+        result: _Result,
+    ) -> None:
+        """MAIL refused, or the connection lost during the envelope: nothing was sent."""
+        if exc.reply is None or exc.reply.code == 421:
+            self.broken = True
+        if exc.reply is None:
+            judgement = judge_failure(
+                exc.failure, f"{exc.stage.value}: {exc.detail}", final_dot_sent=False
+            )
+            result.error = judgement.reason
+        else:
+            judgement = judge_reply(exc.reply, stage, self.plan.limits.provider_id)
+            result.reply = exc.reply
+        result.reason = judgement.reason
+        if judgement.verdict is Verdict.HELD:
+            result.override = Verdict.HELD
+        elif judgement.verdict is Verdict.REJECTED and stage is Stage.MAIL_FROM:
+            reply = exc.reply
+            result.updates.extend(_update(p, RecipientState.REJECTED, reply) for p, _ in pending)
+        # deferred: recipients keep their state (they were not refused, only not reached)
+
+    @staticmethod
+    def _mail_options(outgoing: Outgoing, capabilities: Capabilities | None) -> list[str]:
+        options: list[str] = []
+        if capabilities is None:
+            return options
+        if capabilities.size is not None:
+            options.append(f"SIZE={outgoing.size}")
+        if not outgoing.content.isascii() and capabilities.offers("8BITMIME"):
+            options.append("BODY=8BITMIME")
+        if outgoing.smtputf8:
+            options.append("SMTPUTF8")
+        return options
+
+    # -- settling ----------------------------------------------------------------------------
+
+    async def _settle_and_store(
+        self,
+        claimed: Claimed,
+        outgoing: Outgoing | None,
+        result: _Result,
+        attempt_id: uuid.UUID | None,
+        started_at: datetime,
+        now: datetime,
+        seconds: float,
+        transcript: str | None,
+    ) -> MessageState:
+        context = self.context
+        number = claimed.attempt_count + 1
+        settlement = self._settlement(claimed, outgoing, result, number, now)
+        reply = result.reply
+        record = AttemptRecord(
+            number=number,
+            started_at=started_at,
+            duration_ms=round(seconds * 1000),
+            outcome=_attempt_outcome(result),
+            owner=context.owner,
+            server_address=self.server_address,
+            reply_code=reply.code if reply else None,
+            enhanced_code=enhanced_code(reply) if reply else None,
+            reply_text=reply.message if reply else None,
+            transcript=transcript,
+            error=result.error,
+        )
+        hold = settlement.state is MessageState.HELD
+        if hold:
+            self.held = True
+        await context.write(
+            _store_result,
+            claimed,
+            attempt_id,
+            record,
+            result.updates,
+            settlement,
+            now,
+            (self.plan.connection_id, result.reason or "a login or permission problem")
+            if hold
+            else None,
+            context.owner,
+        )
+        return settlement.state
+
+    def _settlement(
+        self,
+        claimed: Claimed,
+        outgoing: Outgoing | None,
+        result: _Result,
+        number: int,
+        now: datetime,
+    ) -> Settlement:
+        policy = self.context.outbox.retry
+        if result.override is Verdict.HELD:
+            return Settlement(MessageState.HELD, result.reason)
+        if result.override is Verdict.UNCERTAIN:
+            # next_attempt_at matters only to a worker that resends uncertain messages.
+            when = now + timedelta(seconds=policy.first_delay)
+            return Settlement(MessageState.UNCERTAIN, result.reason, when)
+        states = {p: s for p, _, s in outgoing.recipients} if outgoing else {}
+        for change in result.updates:
+            if states.get(change.position) is not RecipientState.ACCEPTED:
+                states[change.position] = change.state
+        state = settle(states.values()) if states else MessageState.DEFERRED
+        if state is not MessageState.DEFERRED:
+            return Settlement(state, result.reason if state is not MessageState.SENT else None)
+        retry_at = next_attempt(number, now, claimed.expires_at, policy, self.context.rng)
+        if retry_at is None:
+            reason = f"expired: still not delivered at its expiry time ({result.reason})"
+            return Settlement(MessageState.EXPIRED, reason)
+        return Settlement(MessageState.DEFERRED, result.reason, retry_at)
+
+
+def _update(position: int, state: RecipientState, reply: Reply | None) -> RecipientUpdate:
+    if reply is None:
+        return RecipientUpdate(position, state)
+    return RecipientUpdate(position, state, reply.code, enhanced_code(reply), reply.message)
+
+
+def _attempt_outcome(result: _Result) -> AttemptOutcome:
+    if result.override is Verdict.HELD:
+        return AttemptOutcome.HELD
+    if result.override is Verdict.UNCERTAIN:
+        return AttemptOutcome.UNCERTAIN
+    accepted = sum(u.state is RecipientState.ACCEPTED for u in result.updates)
+    if result.tried and accepted == result.tried:
+        return AttemptOutcome.SENT
+    if accepted:
+        return AttemptOutcome.PARTIALLY_SENT
+    rejected = sum(u.state is RecipientState.REJECTED for u in result.updates)
+    if result.tried and rejected == result.tried:
+        return AttemptOutcome.REJECTED
+    if not result.tried and rejected:
+        return AttemptOutcome.REJECTED
+    return AttemptOutcome.DEFERRED
+
+
+# -- synchronous database steps (run in the worker's threads) ----------------------------------
+
+
+def _reading(outbox: Outbox, fn: Callable[..., _T], *args: Any) -> _T:
+    with outbox.reading() as session:
+        return fn(session, *args)
+
+
+def _store_result(
+    session: Session,
+    claimed: Claimed,
+    attempt_id: uuid.UUID | None,
+    record: AttemptRecord,
+    updates: list[RecipientUpdate],
+    settlement: Settlement,
+    now: datetime,
+    hold: tuple[uuid.UUID, str] | None,
+    owner: str,
+) -> None:
+    finish(
+        session,
+        claimed,
+        attempt_id=attempt_id,
+        record=record,
+        recipients=updates,
+        settlement=settlement,
+        now=now,
+    )
+    if hold is not None:
+        connection_id, reason = hold
+        hold_connection(session, claimed.tenant_id, connection_id, reason, owner, now)

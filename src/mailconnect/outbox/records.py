@@ -1,0 +1,427 @@
+"""What delivery writes to the database around one attempt (synchronous; run in a thread).
+
+Per message that reaches DATA there are two short transactions:
+
+1. :func:`open_attempt`, immediately before the DATA command: the attempt row, without outcome,
+   inserted only if this worker still holds the message's lease (the lease is extended in the
+   same statement). It is the evidence recovery needs: see :mod:`mailconnect.outbox.claim`.
+2. :func:`finish`: the attempt's outcome, reply and transcript, the recipients' new states and
+   the message's new state, lease cleared, again only while the lease is held.
+
+A message that never reaches DATA gets only the second (its attempt row is inserted complete).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from mailconnect.outbox.claim import Claimed
+from mailconnect.outbox.limits import table_of
+from mailconnect.store.connections import set_connection_status
+from mailconnect.store.models import Attempt, Message, MessageRecipient
+from mailconnect.store.states import (
+    AttemptOutcome,
+    ConnectionStatus,
+    MessageState,
+    RecipientState,
+)
+
+__all__ = [
+    "AttemptRecord",
+    "Outgoing",
+    "RecipientUpdate",
+    "Settlement",
+    "expire_claimed",
+    "finish",
+    "hold_connection",
+    "load_outgoing",
+    "load_outgoing_many",
+    "open_attempt",
+]
+
+_SENDING = MessageState.SENDING
+# The hot path (two statements per message) uses prebuilt Core statements with bound
+# parameters: SQLAlchemy then reuses their compiled form instead of rebuilding them each time.
+_messages = table_of(Message)
+_attempts = table_of(Attempt)
+_recipients = table_of(MessageRecipient)
+_HELD_BY_ME = (
+    (_messages.c.id == bindparam("b_id"))
+    & (_messages.c.lease_owner == bindparam("b_owner"))
+    & (_messages.c.state == _SENDING)
+)
+_OPEN_LEASE = (
+    _messages.update()
+    .where(_HELD_BY_ME)
+    .values(attempt_count=bindparam("b_number"), lease_until=bindparam("b_until"))
+)
+_OPEN_ATTEMPT = _attempts.insert().values(
+    id=bindparam("b_attempt"),
+    tenant_id=bindparam("b_tenant"),
+    message_id=bindparam("b_id"),
+    number=bindparam("b_number"),
+    started_at=bindparam("b_started"),
+    worker=bindparam("b_owner"),
+    server_address=bindparam("b_server"),
+)
+_SETTLE_FIELDS: dict[str, Any] = {
+    "state": bindparam("b_state"),
+    "state_reason": bindparam("b_reason"),
+    "attempt_count": bindparam("b_number"),
+    "claimed_from": None,
+    "lease_owner": None,
+    "lease_until": None,
+    "updated_at": bindparam("b_now"),
+    "finished_at": bindparam("b_finished"),
+}
+_SETTLE = _messages.update().where(_HELD_BY_ME).values(_SETTLE_FIELDS)
+_SETTLE_AND_RESCHEDULE = (
+    _messages.update()
+    .where(_HELD_BY_ME)
+    .values({**_SETTLE_FIELDS, "next_attempt_at": bindparam("b_next")})
+)
+_ATTEMPT_FIELDS: dict[str, Any] = {
+    "duration_ms": bindparam("b_duration"),
+    "outcome": bindparam("b_outcome"),
+    "reply_code": bindparam("b_code"),
+    "enhanced_code": bindparam("b_enhanced"),
+    "reply_text": bindparam("b_text"),
+    "transcript": bindparam("b_transcript"),
+    "error": bindparam("b_error"),
+    "server_address": bindparam("b_server"),
+}
+_CLOSE_ATTEMPT = (
+    _attempts.update().where(_attempts.c.id == bindparam("b_attempt")).values(_ATTEMPT_FIELDS)
+)
+_WHOLE_ATTEMPT = _attempts.insert().values(
+    id=bindparam("b_attempt"),
+    tenant_id=bindparam("b_tenant"),
+    message_id=bindparam("b_id"),
+    number=bindparam("b_number"),
+    started_at=bindparam("b_started"),
+    worker=bindparam("b_owner"),
+    **_ATTEMPT_FIELDS,
+)
+_RECIPIENT = (
+    _recipients.update()
+    .where(
+        (_recipients.c.tenant_id == bindparam("b_tenant"))
+        & (_recipients.c.message_id == bindparam("b_id"))
+        & (_recipients.c.position == bindparam("b_position"))
+        # accepted is final: nothing overwrites it
+        & (_recipients.c.state != RecipientState.ACCEPTED)
+    )
+    .values(
+        state=bindparam("b_state"),
+        reply_code=bindparam("b_code"),
+        enhanced_code=bindparam("b_enhanced"),
+        reply_text=bindparam("b_text"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A claimed message as it goes on the wire, and its recipients not yet done."""
+
+    content: bytes
+    envelope_from: str
+    smtputf8: bool
+    size: int
+    recipients: tuple[tuple[int, str, RecipientState], ...]  # (position, address, state)
+
+
+def load_outgoing(session: Session, claimed: Claimed) -> Outgoing | None:
+    """The content and the recipients of a claimed message (None if it has vanished)."""
+    return load_outgoing_many(session, claimed.tenant_id, [claimed.id]).get(claimed.id)
+
+
+def load_outgoing_many(
+    session: Session, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Outgoing]:
+    """:func:`load_outgoing` for several messages of one tenant, in two queries."""
+    if not ids:
+        return {}
+    wanted = list(ids)
+    recipients: dict[uuid.UUID, list[tuple[int, str, RecipientState]]] = {i: [] for i in wanted}
+    rows = session.execute(
+        select(
+            MessageRecipient.message_id,
+            MessageRecipient.position,
+            MessageRecipient.address,
+            MessageRecipient.state,
+        )
+        .where(MessageRecipient.tenant_id == tenant_id, MessageRecipient.message_id.in_(wanted))
+        .order_by(MessageRecipient.message_id, MessageRecipient.position)
+    )
+    for message_id, position, address, state in rows:
+        recipients[message_id].append((position, address, state))
+    found: dict[uuid.UUID, Outgoing] = {}
+    messages = session.execute(
+        select(
+            Message.id, Message.content, Message.envelope_from, Message.smtputf8, Message.size_bytes
+        ).where(Message.tenant_id == tenant_id, Message.id.in_(wanted))
+    )
+    for message_id, content, envelope_from, smtputf8, size in messages:
+        found[message_id] = Outgoing(
+            content=content,
+            envelope_from=envelope_from,
+            smtputf8=bool(smtputf8),
+            size=size,
+            recipients=tuple(recipients[message_id]),
+        )
+    return found
+
+
+def open_attempt(
+    session: Session,
+    claimed: Claimed,
+    *,
+    number: int,
+    owner: str,
+    lease_until: datetime,
+    started_at: datetime,
+    server_address: str | None,
+) -> uuid.UUID | None:
+    """Record that DATA is about to start; None when the lease is lost (then do not send)."""
+    params = {
+        "b_id": claimed.id,
+        "b_owner": owner,
+        "b_number": number,
+        "b_until": lease_until,
+    }
+    held = session.execute(_OPEN_LEASE, params)
+    if held.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    attempt_id = uuid.uuid4()
+    session.execute(
+        _OPEN_ATTEMPT,
+        {
+            **params,
+            "b_attempt": attempt_id,
+            "b_tenant": claimed.tenant_id,
+            "b_started": started_at,
+            "b_server": server_address,
+        },
+    )
+    return attempt_id
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientUpdate:
+    position: int
+    state: RecipientState
+    code: int | None = None
+    enhanced: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt's result as stored (transcript already redacted)."""
+
+    number: int
+    started_at: datetime
+    duration_ms: int
+    outcome: AttemptOutcome
+    owner: str
+    server_address: str | None = None
+    reply_code: int | None = None
+    enhanced_code: str | None = None
+    reply_text: str | None = None
+    transcript: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The message's state after the attempt."""
+
+    state: MessageState
+    reason: str | None
+    next_attempt_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state.is_final
+
+
+def finish(
+    session: Session,
+    claimed: Claimed,
+    *,
+    attempt_id: uuid.UUID | None,
+    record: AttemptRecord,
+    recipients: Sequence[RecipientUpdate],
+    settlement: Settlement,
+    now: datetime,
+) -> bool:
+    """Store the attempt and its consequences. False when the lease was lost meanwhile: the
+    recipients' and the attempt's results are still stored (they are facts), and the message's
+    state too if recovery had only guessed it (``uncertain`` from this very attempt)."""
+    params: dict[str, object] = {
+        "b_id": claimed.id,
+        "b_owner": record.owner,
+        "b_state": settlement.state,
+        "b_reason": settlement.reason,
+        "b_number": record.number,
+        "b_now": now,
+        "b_finished": now if settlement.finished else None,
+        "b_next": settlement.next_attempt_at,
+    }
+    statement = _SETTLE if settlement.next_attempt_at is None else _SETTLE_AND_RESCHEDULE
+    updated = session.execute(statement, params)
+    held = bool(updated.rowcount == 1)  # type: ignore[attr-defined]
+    if not held:
+        if attempt_id is None:
+            return False  # recovery put it back before any attempt: another worker owns it now
+        values: dict[str, object] = {
+            "state": settlement.state,
+            "state_reason": settlement.reason,
+            "attempt_count": record.number,
+            "updated_at": now,
+            "finished_at": params["b_finished"],
+        }
+        if settlement.next_attempt_at is not None:
+            values["next_attempt_at"] = settlement.next_attempt_at
+        _late_result(session, claimed, attempt_id, values)
+    _store_attempt(session, claimed, attempt_id, record)
+    _store_recipients(session, claimed, recipients, now)
+    return held
+
+
+def _late_result(
+    session: Session, claimed: Claimed, attempt_id: uuid.UUID, values: dict[str, object]
+) -> None:
+    """Recovery made the message uncertain from this attempt; the real result replaces that."""
+    latest = session.scalar(
+        select(Attempt.id)
+        .where(Attempt.tenant_id == claimed.tenant_id, Attempt.message_id == claimed.id)
+        .order_by(Attempt.number.desc())
+        .limit(1)
+    )
+    if latest != attempt_id:
+        return
+    session.execute(
+        update(Message)
+        .where(Message.id == claimed.id, Message.state == MessageState.UNCERTAIN)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _store_attempt(
+    session: Session, claimed: Claimed, attempt_id: uuid.UUID | None, record: AttemptRecord
+) -> None:
+    params = {
+        "b_duration": record.duration_ms,
+        "b_outcome": record.outcome,
+        "b_code": record.reply_code,
+        "b_enhanced": record.enhanced_code,
+        "b_text": record.reply_text,
+        "b_transcript": record.transcript,
+        "b_error": record.error,
+        "b_server": record.server_address,
+    }
+    if attempt_id is not None:
+        session.execute(_CLOSE_ATTEMPT, {**params, "b_attempt": attempt_id})
+        return
+    session.execute(
+        _WHOLE_ATTEMPT,
+        {
+            **params,
+            "b_attempt": uuid.uuid4(),
+            "b_tenant": claimed.tenant_id,
+            "b_id": claimed.id,
+            "b_number": record.number,
+            "b_started": record.started_at,
+            "b_owner": record.owner,
+        },
+    )
+
+
+def _store_recipients(
+    session: Session, claimed: Claimed, recipients: Sequence[RecipientUpdate], now: datetime
+) -> None:
+    if not recipients:
+        return
+    session.execute(
+        _RECIPIENT,
+        [
+            {
+                "b_tenant": claimed.tenant_id,
+                "b_id": claimed.id,
+                "b_position": change.position,
+                "b_state": change.state,
+                "b_code": change.code,
+                "b_enhanced": change.enhanced,
+                "b_text": change.text,
+                "b_now": now,
+            }
+            for change in recipients
+        ],
+    )
+
+
+def expire_claimed(session: Session, claimed: Claimed, owner: str, now: datetime) -> bool:
+    """A claimed message already past its expiry: expired, without an attempt."""
+    result = session.execute(
+        update(Message)
+        .where(Message.id == claimed.id, Message.lease_owner == owner, Message.state == _SENDING)
+        .values(
+            state=MessageState.EXPIRED,
+            state_reason="not delivered before its expiry time",
+            claimed_from=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+            finished_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def hold_connection(
+    session: Session,
+    tenant_id: uuid.UUID,
+    connection_id: uuid.UUID,
+    reason: str,
+    owner: str,
+    now: datetime,
+) -> int:
+    """The connection needs attention: mark it, and hold its waiting messages and those this
+    worker claimed but has not tried. Returns how many messages were held."""
+    set_connection_status(
+        session, tenant_id, connection_id, ConnectionStatus.NEEDS_ATTENTION, reason
+    )
+    open_attempts = select(Attempt.message_id).where(Attempt.outcome.is_(None))
+    waiting = Message.state.in_((MessageState.QUEUED, MessageState.DEFERRED))
+    mine = (Message.state == _SENDING) & (Message.lease_owner == owner)
+    result = session.execute(
+        update(Message)
+        .where(
+            Message.tenant_id == tenant_id,
+            Message.connection_id == connection_id,
+            waiting | mine,
+            Message.id.not_in(open_attempts),
+        )
+        .values(
+            state=MessageState.HELD,
+            state_reason=f"the connection needs attention: {reason}",
+            claimed_from=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -1,0 +1,260 @@
+"""Leases: claiming, renewing, releasing, and the recovery rule after a worker dies.
+
+The rule (mailconnect.outbox.claim): a message still ``sending`` after its lease ran out goes
+back to the state it was claimed from, unless an attempt was opened for it (DATA was about to
+start or under way); then it is ``uncertain``. A worker that lost its lease cannot open an
+attempt. Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from tests.support.sinks import OutboxEnv, Slow, outbox_env, raw_server
+
+from mailconnect.outbox import MessageState, RecipientState, enqueue_many
+from mailconnect.outbox.claim import Claimed, claim, recover, release, renew
+from mailconnect.outbox.limits import acquire_session_slot, release_session_slot
+from mailconnect.outbox.records import (
+    AttemptRecord,
+    RecipientUpdate,
+    Settlement,
+    finish,
+    open_attempt,
+)
+from mailconnect.store import Attempt, AttemptOutcome, Message, SessionLease
+from mailconnect.store.types import utcnow
+
+__all__ = ["outbox_env"]
+
+QUEUED = (MessageState.QUEUED, MessageState.DEFERRED)
+
+
+def _setup(env: OutboxEnv, count: int = 1) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    connection = env.connection(25)
+    results = enqueue_many(
+        env.outbox, tenant_id=env.tenant_id, messages=[env.message() for _ in range(count)]
+    )
+    return connection, [r.id for r in results]
+
+
+def _claim(env: OutboxEnv, connection: uuid.UUID, owner: str, limit: int = 10) -> list[Claimed]:
+    now = utcnow()
+    with env.outbox.transaction() as session:
+        return claim(
+            session,
+            tenant_id=env.tenant_id,
+            connection_id=connection,
+            owner=owner,
+            lease_until=now + timedelta(seconds=60),
+            limit=limit,
+            states=QUEUED,
+            now=now,
+        )
+
+
+def _expire_leases(env: OutboxEnv) -> None:
+    with env.outbox.transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.state == MessageState.SENDING)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+
+
+def _open(env: OutboxEnv, claimed: Claimed, owner: str) -> uuid.UUID | None:
+    with env.outbox.transaction() as session:
+        return open_attempt(
+            session,
+            claimed,
+            number=claimed.attempt_count + 1,
+            owner=owner,
+            lease_until=utcnow() + timedelta(seconds=60),
+            started_at=utcnow(),
+            server_address="127.0.0.1:25",
+        )
+
+
+def _record(owner: str, outcome: AttemptOutcome) -> AttemptRecord:
+    return AttemptRecord(number=1, started_at=utcnow(), duration_ms=5, outcome=outcome, owner=owner)
+
+
+def test_claims_are_exclusive_oldest_first_and_limited(outbox_env: OutboxEnv) -> None:
+    connection, ids = _setup(outbox_env, 5)
+    first = _claim(outbox_env, connection, "a", limit=3)
+    second = _claim(outbox_env, connection, "b", limit=3)
+    assert [c.id for c in first] == ids[:3]
+    assert [c.id for c in second] == ids[3:]
+    assert _claim(outbox_env, connection, "c") == []
+    assert all(c.claimed_from is MessageState.QUEUED and c.size > 0 for c in first)
+
+
+def test_a_dead_worker_before_data_gives_its_messages_back(outbox_env: OutboxEnv) -> None:
+    connection, ids = _setup(outbox_env, 2)
+    _claim(outbox_env, connection, "dead")
+    with outbox_env.outbox.transaction() as session:
+        assert not recover(session, utcnow())  # leases still running
+    _expire_leases(outbox_env)
+    with outbox_env.outbox.transaction() as session:
+        recovered = recover(session, utcnow())
+    assert (recovered.requeued, recovered.uncertain) == (2, 0)
+    for message in ids:
+        view = outbox_env.view(message)
+        assert view.state is MessageState.QUEUED
+        assert view.attempts == ()
+    again = _claim(outbox_env, connection, "alive")
+    assert {c.id for c in again} == set(ids)
+
+
+def test_a_dead_worker_during_data_leaves_the_message_uncertain(outbox_env: OutboxEnv) -> None:
+    connection, (message,) = _setup(outbox_env)
+    (claimed,) = _claim(outbox_env, connection, "dead")
+    assert _open(outbox_env, claimed, "dead") is not None
+    _expire_leases(outbox_env)
+    with outbox_env.outbox.transaction() as session:
+        recovered = recover(session, utcnow())
+    assert (recovered.requeued, recovered.uncertain) == (0, 1)
+    view = outbox_env.view(message)
+    assert view.state is MessageState.UNCERTAIN
+    assert [a.outcome for a in view.attempts] == [AttemptOutcome.UNCERTAIN]
+    assert "may have accepted" in (view.attempts[0].error or "")
+    assert _claim(outbox_env, connection, "alive") == []  # not resent on its own
+
+
+def test_a_worker_that_lost_its_lease_cannot_send(outbox_env: OutboxEnv) -> None:
+    connection, (message,) = _setup(outbox_env)
+    (slow,) = _claim(outbox_env, connection, "slow")
+    _expire_leases(outbox_env)
+    with outbox_env.outbox.transaction() as session:
+        recover(session, utcnow())
+    (fast,) = _claim(outbox_env, connection, "fast")
+    assert _open(outbox_env, slow, "slow") is None  # fenced: do not send DATA
+    with outbox_env.outbox.transaction() as session:
+        written = finish(
+            session,
+            slow,
+            attempt_id=None,
+            record=_record("slow", AttemptOutcome.DEFERRED),
+            recipients=[],
+            settlement=Settlement(MessageState.DEFERRED, "late", utcnow()),
+            now=utcnow(),
+        )
+    assert not written
+    view = outbox_env.view(message)
+    assert view.state is MessageState.SENDING
+    assert view.attempts == ()
+    assert _open(outbox_env, fast, "fast") is not None
+
+
+def test_a_late_real_result_replaces_recoverys_guess(outbox_env: OutboxEnv) -> None:
+    connection, (message,) = _setup(outbox_env)
+    (claimed,) = _claim(outbox_env, connection, "slow")
+    attempt = _open(outbox_env, claimed, "slow")
+    _expire_leases(outbox_env)
+    with outbox_env.outbox.transaction() as session:
+        recover(session, utcnow())
+    assert outbox_env.view(message).state is MessageState.UNCERTAIN
+    with outbox_env.outbox.transaction() as session:
+        written = finish(
+            session,
+            claimed,
+            attempt_id=attempt,
+            record=_record("slow", AttemptOutcome.SENT),
+            recipients=[RecipientUpdate(0, RecipientState.ACCEPTED, 250, "2.0.0", "Ok")],
+            settlement=Settlement(MessageState.SENT, None),
+            now=utcnow(),
+        )
+    assert not written  # the lease was gone, but the truth is stored
+    view = outbox_env.view(message)
+    assert view.state is MessageState.SENT
+    assert view.recipients[0].state is RecipientState.ACCEPTED
+    assert [a.outcome for a in view.attempts] == [AttemptOutcome.SENT]
+
+
+def test_release_and_renew(outbox_env: OutboxEnv) -> None:
+    connection, ids = _setup(outbox_env, 2)
+    claimed = _claim(outbox_env, connection, "me")
+    later = utcnow() + timedelta(minutes=10)
+    with outbox_env.outbox.transaction() as session:
+        assert renew(session, "me", later) == 2
+        assert renew(session, "someone else", later) == 0
+    with outbox_env.outbox.reading() as session:
+        leases = set(session.scalars(select(Message.lease_until)))
+    assert leases == {later}
+    not_before = utcnow() + timedelta(minutes=1)
+    with outbox_env.outbox.transaction() as session:
+        assert release(session, [claimed[0].id], "not me", utcnow()) == 0
+        assert release(session, [c.id for c in claimed], "me", utcnow(), not_before) == 2
+    for message in ids:
+        view = outbox_env.view(message)
+        assert view.state is MessageState.QUEUED
+        assert view.next_attempt_at is not None
+        assert view.next_attempt_at >= not_before
+
+
+def test_session_slots_are_limited_shared_and_taken_over_when_stale(
+    outbox_env: OutboxEnv,
+) -> None:
+    tenant = outbox_env.tenant_id
+    scope = "mailbox:smtp.office365.com/jobs@acme.example"
+    now = utcnow()
+
+    def take(owner: str, until: datetime) -> int | None:
+        with outbox_env.outbox.transaction() as session:
+            return acquire_session_slot(session, tenant, scope, 2, owner, until, utcnow())
+
+    assert take("a", now + timedelta(seconds=60)) == 0
+    assert take("b", now + timedelta(seconds=60)) == 1
+    assert take("c", now + timedelta(seconds=60)) is None
+    with outbox_env.outbox.transaction() as session:
+        release_session_slot(session, tenant, scope, 1, "b")
+    assert take("c", now + timedelta(seconds=60)) == 1
+    with outbox_env.outbox.transaction() as session:  # "a" dies: its lease runs out
+        session.execute(
+            update(SessionLease)
+            .where(SessionLease.lease_owner == "a")
+            .values(lease_until=now - timedelta(seconds=1))
+        )
+    assert take("d", now + timedelta(seconds=60)) == 0
+
+
+async def test_a_worker_renews_its_leases_during_a_slow_delivery(
+    outbox_env: OutboxEnv,
+) -> None:
+    """A 1.2 s reply with 0.5 s leases: the heartbeat keeps the lease, nothing is recovered."""
+    async with raw_server(lambda c: Slow(1.2) if c.verb == "DOT" else None) as server:
+        connection = outbox_env.connection(server.port)
+        results = enqueue_many(
+            outbox_env.outbox, tenant_id=outbox_env.tenant_id, messages=[outbox_env.message()]
+        )
+        stats = await outbox_env.run(lease_seconds=0.5, concurrency=1)
+    assert stats.sent == 1
+    assert stats.recovered == 0
+    view = outbox_env.view(results[0].id)
+    assert view.state is MessageState.SENT
+    assert len(view.attempts) == 1
+    assert connection is not None
+
+
+async def test_a_worker_recovers_stale_leases_when_it_starts(outbox_env: OutboxEnv) -> None:
+    async with raw_server() as server:
+        connection = outbox_env.connection(server.port)
+        results = enqueue_many(
+            outbox_env.outbox,
+            tenant_id=outbox_env.tenant_id,
+            messages=[outbox_env.message(), outbox_env.message()],
+        )
+        first, second = _claim(outbox_env, connection, "dead")
+        _open(outbox_env, second, "dead")
+        _expire_leases(outbox_env)
+        stats = await outbox_env.run()
+    assert stats.recovered == 2
+    assert stats.sent == 1
+    assert outbox_env.view(results[0].id).state is MessageState.SENT
+    assert outbox_env.view(results[1].id).state is MessageState.UNCERTAIN
+    with outbox_env.outbox.reading() as session:
+        opened = session.scalars(select(Attempt).where(Attempt.outcome.is_(None))).all()
+    assert opened == []
+    assert first.id == results[0].id
