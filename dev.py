@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One entry point for a fresh machine that has only Python 3.11+ and git.
 
-    python3 dev.py run     set up .venv (first time) and run the main job
+    python3 dev.py run     set up .venv (first time) and run the service with its demo
     python3 dev.py test    set up .venv (first time) and run every gate: ruff, mypy --strict, pytest
     python3 dev.py docs    regenerate the generated documentation (docs/providers.md)
 
@@ -62,44 +62,9 @@ def main(argv: list[str]) -> int:
     action, rest = argv[0], argv[1:]
     mc = str(BIN / "mailconnect")
     if action == "run":
-        if rest:
-            return run([mc, *rest])
-        # Until the service exists the main job is the CLI on real examples (offline).
-        codes = [
-            run([mc, "providers"]),
-            run(
-                [
-                    mc,
-                    "lint",
-                    "--host",
-                    "smtp.gmail.com",
-                    "--port",
-                    "587",
-                    "--security",
-                    "starttls",
-                    "--auth",
-                    "password",
-                    "--username",
-                    "jobs@example.com",
-                ]
-            ),
-            run(
-                [
-                    mc,
-                    "lint",
-                    "--host",
-                    "smtp-relay.gmail.com",
-                    "--port",
-                    "587",
-                    "--security",
-                    "starttls",
-                    "--auth",
-                    "password",
-                ]
-            ),
-        ]
-        # The second lint is meant to be refused (exit 1): that is the demonstration.
-        return 0 if codes[:2] == [0, 0] and codes[2] == 1 else 1
+        # The main job: the service on its embedded defaults (SQLite in ./data, a generated key),
+        # with the demo capture server, tenant, API key and connection. Arguments replace it.
+        return run([mc, *(rest or ["serve", "--demo"])])
     if action == "docs":
         return run([mc, "providers", "docs", "--output", str(ROOT / "docs" / "providers.md")])
     py = str(_python())
