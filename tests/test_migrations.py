@@ -26,7 +26,7 @@ from mailconnect.store import (
     upgrade,
 )
 from mailconnect.store.engine import BUSY_TIMEOUT_MS
-from mailconnect.store.migrate import MIGRATIONS_DIR, VERSION_TABLE
+from mailconnect.store.migrate import HEAD, MIGRATIONS_DIR, VERSION_TABLE
 
 TABLES = {
     "mailconnect_tenants",
@@ -190,6 +190,11 @@ def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path: Path) -> Non
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_head_constant_is_alembics_head() -> None:
+    # open_database skips Alembic when the database is at HEAD: it must name the newest revision.
+    assert head_revision() == HEAD
 
 
 def test_migrations_are_packaged_with_the_code() -> None:

@@ -81,6 +81,7 @@ class Outbox:
     poll_interval: float = 2.0
     configuration: Config | None = field(default=None, repr=False, compare=False)
     sessions: sessionmaker[Session] = field(init=False, repr=False, compare=False)
+    _reader: Engine = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_message_size < 1 or self.poll_interval <= 0:
@@ -90,6 +91,11 @@ class Outbox:
                 "use the defaults unless you measured otherwise",
             )
         object.__setattr__(self, "sessions", session_factory(self.engine))
+        # Built once: execution_options() makes a new engine proxy on every call.
+        reader = self.engine
+        if reader.dialect.name == "sqlite":
+            reader = reader.execution_options(sqlite_begin="DEFERRED")
+        object.__setattr__(self, "_reader", reader)
 
     @classmethod
     def open(cls, config: Config | None = None, **options: Any) -> Outbox:
@@ -134,10 +140,7 @@ class Outbox:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only session; on SQLite it does not take the write lock (``BEGIN DEFERRED``)."""
-        engine = self.engine
-        if engine.dialect.name == "sqlite":
-            engine = engine.execution_options(sqlite_begin="DEFERRED")
-        with Session(engine, expire_on_commit=False) as session, session.begin():
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
             yield session
 
     def close(self) -> None:

@@ -8,6 +8,10 @@ lock (several processes may start together), on SQLite under ``BEGIN IMMEDIATE``
 On SQLite, foreign keys are switched off for the migration (Alembic's batch mode copies tables,
 and dropping the old copy would otherwise cascade deletes into child tables) and
 ``PRAGMA foreign_key_check`` must come back empty before the migration commits.
+
+Alembic is imported only when a migration or a revision lookup needs it: a process that opens
+a database already at :data:`HEAD` (every worker start but the first) reads the version row with
+one query and never loads Alembic (about 10 MB of memory).
 """
 
 from __future__ import annotations
@@ -16,22 +20,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from mailconnect.errors import ConfigurationError
 from mailconnect.store.engine import create_engine
 from mailconnect.store.models import Base
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
+    "HEAD",
     "MIGRATIONS_DIR",
     "VERSION_TABLE",
     "SchemaStatus",
@@ -45,6 +48,10 @@ __all__ = [
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "mailconnect_alembic_version"
+# The newest revision in MIGRATIONS_DIR; a test checks that it is Alembic's head. Change it with
+# every new migration.
+HEAD = "0003"
+_SELECT_VERSION = text("SELECT version_num FROM mailconnect_alembic_version")  # VERSION_TABLE
 # pg_advisory_xact_lock key: "mailconnect migrate" folded into a signed 64-bit integer.
 _LOCK_KEY = int.from_bytes(b"mc-migr8", "big", signed=True)
 
@@ -63,6 +70,8 @@ class SchemaStatus:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic configuration for the packaged migrations, optionally bound to a connection."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
@@ -73,12 +82,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision shipped with this version of mailconnect."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, "the package has no migrations"
     return head
 
 
 def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
 
@@ -91,6 +104,8 @@ def schema_status(engine: Engine) -> SchemaStatus:
 
 def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
     """Migrate the database to ``revision`` (default: the newest); a no-op when it is there."""
+    from alembic import command
+
     with _migration_connection(engine) as connection:
         _refuse_unknown_revision(connection)
         command.upgrade(alembic_config(connection), revision)
@@ -99,6 +114,8 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
 
 def downgrade(engine: Engine, revision: str) -> SchemaStatus:
     """Migrate the database back to ``revision`` (``"base"`` drops every table)."""
+    from alembic import command
+
     with _migration_connection(engine) as connection:
         _refuse_unknown_revision(connection)
         command.downgrade(alembic_config(connection), revision)
@@ -109,11 +126,24 @@ def open_database(url: str, **options: Any) -> Engine:
     """An engine for ``url`` whose schema is migrated to the newest revision (start-up)."""
     engine = create_engine(url, **options)
     try:
-        upgrade(engine)
+        if not _at_head(engine):
+            upgrade(engine)
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the database is at :data:`HEAD` already (one query, no Alembic). Anything else,
+    an empty database included, goes through :func:`upgrade` and its checks."""
+    reader = engine.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock
+    try:
+        with reader.connect() as connection:
+            rows = connection.execute(_SELECT_VERSION).all()
+    except DBAPIError:  # no version table yet
+        return False
+    return [tuple(row) for row in rows] == [(HEAD,)]
 
 
 def pending_model_changes(engine: Engine) -> list[Any]:
@@ -121,6 +151,9 @@ def pending_model_changes(engine: Engine) -> list[Any]:
 
     Empty when the migrations and the models agree (``alembic check``); for tests and support.
     """
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         context = MigrationContext.configure(
             connection,
@@ -134,6 +167,9 @@ def pending_model_changes(engine: Engine) -> list[Any]:
 
 
 def _refuse_unknown_revision(connection: Connection) -> None:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     current = _current(connection)
     if current is None:
         return
