@@ -23,7 +23,6 @@ import asyncio
 import os
 import sys
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +30,14 @@ from rich.markup import escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailconnect.cli.options import (
+    AllowNetworkOption,
+    CaFileOption,
+    NoGuardFlag,
+    RcptOption,
+    SendTestToOption,
+    StepTimeoutOption,
+)
 from mailconnect.cli.output import EXIT_NO, console, emit_json, print_findings
 from mailconnect.cli.tenants import (
     JsonFlag,
@@ -350,30 +357,12 @@ def remove(tenant: TenantOption, connection: ConnectionArgument, as_json: JsonFl
 def test(
     tenant: TenantOption,
     connection: ConnectionArgument,
-    rcpt: Annotated[
-        str | None, typer.Option(help="RCPT TO address to try (default: the sender).")
-    ] = None,
-    send_test_to: Annotated[
-        str | None, typer.Option(help="Send one real test message to this address.")
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="Trust this CA certificate (PEM) instead of the system's.")
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds each step may take.")] = 10.0,
-    no_guard: Annotated[
-        bool,
-        typer.Option(
-            "--no-guard", help="Allow private and loopback addresses and any port (no guard)."
-        ),
-    ] = False,
-    allow_network: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-network",
-            metavar="CIDR",
-            help="Allow this private network (repeatable), e.g. 10.20.0.0/16.",
-        ),
-    ] = None,
+    rcpt: RcptOption = None,
+    send_test_to: SendTestToOption = None,
+    ca_file: CaFileOption = None,
+    timeout: StepTimeoutOption = 10.0,
+    no_guard: NoGuardFlag = False,
+    allow_network: AllowNetworkOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Test a stored connection with its stored password. Exit 0 passed, 1 failed, 2 bad usage.

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
 
 import typer
 from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError
 
+from mailconnect.cli.options import JsonFlag
 from mailconnect.cli.output import EXIT_NO, console, emit_json, err_console, usage_errors
 from mailconnect.config import Config, load_config
 from mailconnect.store.engine import create_engine
@@ -26,8 +26,6 @@ from mailconnect.store.migrate import SchemaStatus, schema_status, upgrade
 __all__ = ["app"]
 
 app = typer.Typer(help="The database: apply migrations, show the schema version.")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 @contextmanager

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailconnect.cli.options import JsonFlag
 from mailconnect.cli.output import EXIT_NO, console, emit_json, err_console
 from mailconnect.cli.tenants import operator_errors
 from mailconnect.config import Config, load_config
@@ -41,8 +41,6 @@ from mailconnect.store.service_models import Webhook
 __all__ = ["app"]
 
 app = typer.Typer(help="The keys that encrypt stored secrets: status, new, rotate, retire.")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 @dataclass

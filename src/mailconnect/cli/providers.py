@@ -9,14 +9,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mailconnect.cli.options import JsonFlag
 from mailconnect.cli.output import EXIT_NO, console, emit_json, usage_errors
 from mailconnect.errors import ConfigurationError
 from mailconnect.providers import Provider, load_catalogue
 from mailconnect.providers.docs import render_markdown
 
 app = typer.Typer(help="The provider catalogue: endpoints, logins, limits, requirements.")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 def _endpoint_text(provider: Provider) -> str:

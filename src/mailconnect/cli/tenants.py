@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from mailconnect.cli.options import JsonFlag
 from mailconnect.cli.output import (
     EXIT_NO,
     console,
@@ -63,7 +64,6 @@ __all__ = [
 
 app = typer.Typer(help="Tenants: the customer companies whose mail servers send the e-mail.")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 TenantOption = Annotated[
     str,
     typer.Option(

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from mailconnect.cli.options import CaFileOption, RcptOption, SendTestToOption, StepTimeoutOption
 from mailconnect.cli.output import (
     EXIT_NO,
     console,
@@ -83,15 +83,9 @@ def test(
     sender: Annotated[
         str | None, typer.Option(help="MAIL FROM address (default: the username).")
     ] = None,
-    rcpt: Annotated[
-        str | None, typer.Option(help="RCPT TO address to try (default: the sender).")
-    ] = None,
-    send_test_to: Annotated[
-        str | None, typer.Option(help="Send one real test message to this address.")
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="Trust this CA certificate (PEM) instead of the system's.")
-    ] = None,
+    rcpt: RcptOption = None,
+    send_test_to: SendTestToOption = None,
+    ca_file: CaFileOption = None,
     insecure_skip_verify: Annotated[
         bool,
         typer.Option(
@@ -99,7 +93,7 @@ def test(
             help="Do not check the certificate (diagnosis only; the test then fails).",
         ),
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds each step may take.")] = 10.0,
+    timeout: StepTimeoutOption = 10.0,
     public_only: Annotated[
         bool,
         typer.Option(

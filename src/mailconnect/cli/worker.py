@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from mailconnect.cli.options import AllowNetworkOption, CaFileOption, NoGuardFlag
 from mailconnect.cli.output import console, emit_json, err_console
 from mailconnect.cli.tenants import JsonFlag, open_store, operator_errors
 from mailconnect.netguard import GuardPolicy
@@ -56,23 +56,9 @@ def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Deliver what is due now, then exit.")
     ] = False,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="Trust this CA certificate (PEM) instead of the system's.")
-    ] = None,
-    no_guard: Annotated[
-        bool,
-        typer.Option(
-            "--no-guard", help="Allow private and loopback addresses and any port (no guard)."
-        ),
-    ] = False,
-    allow_network: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-network",
-            metavar="CIDR",
-            help="Allow this private network (repeatable), e.g. 10.20.0.0/16.",
-        ),
-    ] = None,
+    ca_file: CaFileOption = None,
+    no_guard: NoGuardFlag = False,
+    allow_network: AllowNetworkOption = None,
     resend_uncertain: Annotated[
         bool,
         typer.Option(
