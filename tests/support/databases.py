@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,7 +29,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
-__all__ = ["POSTGRES_URL_VARIABLE", "database_url", "postgres_database"]
+__all__ = ["POSTGRES_URL_VARIABLE", "database_url", "postgres_database", "postgres_schema"]
 
 POSTGRES_URL_VARIABLE = "MAILCONNECT_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -78,8 +79,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mailconnect.db'}"
         return
-    database: URL = request.getfixturevalue("postgres_database")
-    schema = f"test_{secrets.token_hex(6)}"
+    with postgres_schema(request.getfixturevalue("postgres_database"), "test") as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(database: URL, prefix: str) -> Iterator[str]:
+    """A fresh schema in ``database`` (dropped afterwards); yields a URL whose search_path is it."""
+    schema = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(_conninfo(database), autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     try:

@@ -40,12 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from aiosmtpd.smtp import SMTP as SmtpProtocol
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from psycopg import sql
-from sqlalchemy.engine import URL
+from tests.support.databases import postgres_schema
 from tests.support.dns_server import DnsServer
 from tests.support.smtp_servers import PASSWORD, USER, pki
 
@@ -90,10 +88,6 @@ def wait_for(condition: Any, timeout: float = 20.0, interval: float = 0.1) -> An
 # --- the database -------------------------------------------------------------------------------
 
 
-def _conninfo(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(
     scope="module",
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
@@ -106,17 +100,8 @@ def service_db(
         directory = tmp_path_factory.mktemp("service-db")
         yield f"sqlite:///{directory / 'mailconnect.db'}"
         return
-    database: URL = request.getfixturevalue("postgres_database")
-    schema = f"svc_{secrets.token_hex(6)}"
-    with psycopg.connect(_conninfo(database), autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield database.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with psycopg.connect(_conninfo(database), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with postgres_schema(request.getfixturevalue("postgres_database"), "svc") as url:
+        yield url
 
 
 # --- the service --------------------------------------------------------------------------------
