@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailconnect.config import Config, load_config
@@ -18,6 +21,11 @@ from mailconnect.errors import ConfigurationError
 from mailconnect.outbox.policy import RetryPolicy
 from mailconnect.store.engine import session_factory
 from mailconnect.store.migrate import open_database
+
+_T = TypeVar("_T")
+# PostgreSQL's deadlock_detected and serialization_failure: the whole transaction was rolled back.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+_TRANSIENT_RETRIES = 5
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Outbox", "Timeouts"]
 
@@ -136,6 +144,25 @@ class Outbox:
             self.sessions.begin() as session,
         ):
             yield session
+
+    def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fn(session, *args, **kwargs)`` in a write transaction, committed.
+
+        PostgreSQL may abort a transaction as the victim of a deadlock (the lease heartbeat and
+        a group of writes lock the same message rows in different orders) or a serialization
+        failure; the transaction was rolled back whole, so it is run again, a few times. ``fn``
+        must only touch the database.
+        """
+        for attempt in range(_TRANSIENT_RETRIES):
+            try:
+                with self.transaction() as session:
+                    return fn(session, *args, **kwargs)
+            except OperationalError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in _TRANSIENT_SQLSTATES or attempt == _TRANSIENT_RETRIES - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -86,19 +86,17 @@ class GroupCommit:
     def _run_group(self, group: list[_Write]) -> list[tuple[bool, Any]]:
         if len(group) > 1:
             try:
-                with self._outbox.transaction() as session:
-                    return [(True, _call(session, write)) for write in group]
+                return self._outbox.run(_call_all, group)
             except Exception:  # noqa: S110 - each write is retried alone below
                 pass
         outcomes: list[tuple[bool, Any]] = []
         for write in group:
             try:
-                with self._outbox.transaction() as session:
-                    outcomes.append((True, _call(session, write)))
+                outcomes.append((True, self._outbox.run(write.fn, *write.args, **write.kwargs)))
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
 
 
-def _call(session: Session, write: _Write) -> Any:
-    return write.fn(session, *write.args, **write.kwargs)
+def _call_all(session: Session, group: list[_Write]) -> list[tuple[bool, Any]]:
+    return [(True, write.fn(session, *write.args, **write.kwargs)) for write in group]

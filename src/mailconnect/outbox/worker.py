@@ -275,8 +275,7 @@ class _Worker:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def _tx(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        with self.outbox.transaction() as session:
-            return fn(session, *args, **kwargs)
+        return self.outbox.run(fn, *args, **kwargs)
 
     def _read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         with self.outbox.reading() as session:
