@@ -21,8 +21,10 @@ from mailconnect.outbox.records import (
     AttemptRecord,
     RecipientUpdate,
     Settlement,
+    discard_attempts,
     finish,
     open_attempt,
+    open_attempts,
 )
 from mailconnect.store import Attempt, AttemptOutcome, Message, SessionLease
 from mailconnect.store.types import utcnow
@@ -121,6 +123,41 @@ def test_a_dead_worker_during_data_leaves_the_message_uncertain(outbox_env: Outb
     assert [a.outcome for a in view.attempts] == [AttemptOutcome.UNCERTAIN]
     assert "may have accepted" in (view.attempts[0].error or "")
     assert _claim(outbox_env, connection, "alive") == []  # not resent on its own
+
+
+def test_a_window_of_attempts_opens_only_where_the_lease_is_held_and_can_be_discarded(
+    outbox_env: OutboxEnv,
+) -> None:
+    """The worker opens the attempts of a window of messages in one transaction; a message
+    whose lease was lost gets none. Attempts of messages never tried are discarded without a
+    trace, so releasing them is a clean give-back; those left open are recovered uncertain."""
+    connection, ids = _setup(outbox_env, 3)
+    claimed = _claim(outbox_env, connection, "w")
+    with outbox_env.outbox.transaction() as session:  # another worker took the third meanwhile
+        session.execute(update(Message).where(Message.id == ids[2]).values(lease_owner="other"))
+    with outbox_env.outbox.transaction() as session:
+        opened = open_attempts(
+            session,
+            [(c, c.attempt_count + 1) for c in claimed],
+            owner="w",
+            lease_until=utcnow() + timedelta(seconds=60),
+            started_at=utcnow(),
+            server_address="127.0.0.1:25",
+        )
+    assert set(opened) == set(ids[:2])
+    with outbox_env.outbox.transaction() as session:
+        discard_attempts(session, [(claimed[1], opened[ids[1]])], "w")
+        assert release(session, [ids[1]], "w", utcnow()) == 1
+    released = outbox_env.view(ids[1])
+    assert (released.state, released.attempts) == (MessageState.QUEUED, ())
+    with outbox_env.outbox.reading() as session:
+        count = session.scalar(select(Message.attempt_count).where(Message.id == ids[1]))
+    assert count == 0
+    _expire_leases(outbox_env)
+    with outbox_env.outbox.transaction() as session:
+        recovered = recover(session, utcnow())
+    assert recovered.uncertain == 1  # the first: its attempt was open when the lease ran out
+    assert outbox_env.view(ids[0]).state is MessageState.UNCERTAIN
 
 
 def test_a_worker_that_lost_its_lease_cannot_send(outbox_env: OutboxEnv) -> None:

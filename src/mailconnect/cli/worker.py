@@ -36,6 +36,7 @@ from mailconnect.cli.tenants import JsonFlag, open_store, operator_errors
 from mailconnect.netguard import GuardPolicy
 from mailconnect.outbox import (
     CLAIMABLE,
+    DEFAULT_WINDOW,
     EventKind,
     MessageState,
     Outbox,
@@ -70,6 +71,17 @@ def worker(
         float,
         typer.Option(min=0.5, help="Seconds a claimed message stays with this worker unrenewed."),
     ] = 60.0,
+    window: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=1000,
+            help=(
+                "Messages of a session per pair of commits: faster when larger, but a worker "
+                "killed outright leaves up to this many per session uncertain."
+            ),
+        ),
+    ] = DEFAULT_WINDOW,
     as_json: JsonFlag = False,
 ) -> None:
     """Deliver queued messages. Exit 0 after a graceful stop (SIGTERM, Ctrl-C) or with --once."""
@@ -91,6 +103,7 @@ def worker(
                     tls=tls,
                     resend_uncertain=resend_uncertain,
                     lease_seconds=lease_seconds,
+                    window=window,
                     as_json=as_json,
                 )
             )
@@ -158,6 +171,7 @@ async def _run(
     tls: TlsPolicy,
     resend_uncertain: bool,
     lease_seconds: float,
+    window: int,
     as_json: bool,
 ) -> WorkerStats:
     stop = asyncio.Event()
@@ -189,6 +203,7 @@ async def _run(
                 tls=tls,
                 resend_uncertain=resend_uncertain,
                 lease_seconds=lease_seconds,
+                window=window,
                 progress=display,
             )
     finally:

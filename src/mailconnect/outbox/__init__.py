@@ -10,7 +10,8 @@ Guarantees
     * A message acknowledged by enqueue is never lost: a worker killed at any moment leaves
       leases that run out, and the messages come back.
     * A message is sent twice only if it was ``uncertain``: the connection was lost after its
-      final "." left this machine and before the reply (or its worker died in that window).
+      final "." left this machine and before the reply, or its worker died between writing
+      the attempt rows of its window (``run_worker(window=...)``) and storing their results.
       Uncertain messages are never resent unless asked (``resend_uncertain``, :func:`retry`).
     * A recipient that accepted a message is never sent it again.
     * Login and permission failures hold the connection's messages instead of retrying into an
@@ -38,6 +39,7 @@ from mailconnect.outbox.views import (
     list_messages,
 )
 from mailconnect.outbox.worker import (
+    DEFAULT_WINDOW,
     EventKind,
     WorkerEvent,
     WorkerStats,
@@ -51,6 +53,7 @@ __all__ = [
     "CANCELLABLE",
     "CLAIMABLE",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_WINDOW",
     "RETRYABLE",
     "AttemptOutcome",
     "AttemptView",

@@ -6,12 +6,13 @@ FROM, one RCPT TO per recipient not yet done, DATA. RSET is sent before a messag
 previous transaction did not end with a reply to its final "." (RFC 5321 4.1.1.4: that reply
 already resets the server's state), so a clean run costs no extra round trip.
 
-PIPELINING is not used. :class:`~mailconnect.smtp.SmtpSession` speaks one command at a time,
-and the guarantees need the RCPT replies before DATA: the attempt row that makes a crash
-recoverable is written only when at least one recipient was accepted, right before DATA. On
-loopback a round trip costs ~0.1 ms, under a millisecond in a data centre; the per-mailbox limits
-(Microsoft 365: 30 messages a minute) bound a connection long before round trips do, and
-sessions to different connections run in parallel. See docs/outbox.md.
+Messages go through in windows (:meth:`SmtpRun.deliver_window`): the attempt rows of a window
+are committed before its first MAIL and the results after its last reply, so a window of
+messages shares two commits; see docs/outbox.md for what this does to the crash rule.
+
+PIPELINING is not used: aiosmtplib's protocol drops reply bytes that arrive while an earlier
+parsed reply waits to be picked up, so replies to commands written together cannot be read
+through it reliably. Using it would need a client protocol of our own (docs/outbox.md).
 
 What each failure does is decided in :mod:`mailconnect.outbox.policy`; what is written, in
 :mod:`mailconnect.outbox.records`.
@@ -49,14 +50,16 @@ from mailconnect.outbox.policy import (
 )
 from mailconnect.outbox.records import (
     AttemptRecord,
+    Finished,
     Outgoing,
     RecipientUpdate,
     Settlement,
+    discard_attempts,
     expire_claimed,
-    finish,
+    finish_many,
     hold_connection,
-    load_outgoing,
-    open_attempt,
+    load_outgoing_many,
+    open_attempts,
 )
 from mailconnect.settings import AuthMethod, ConnectionSettings, Security
 from mailconnect.smtp import (
@@ -175,6 +178,19 @@ class _Result:
     tried: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One message's attempt, ready to be settled and stored."""
+
+    claimed: Claimed
+    outgoing: Outgoing | None
+    result: _Result
+    attempt_id: uuid.UUID | None
+    started_at: datetime
+    seconds: float
+    transcript: str | None
+
+
 class SmtpRun:
     """A session for one connection, carrying one message after another."""
 
@@ -274,18 +290,19 @@ class SmtpRun:
 
     async def fail_all(self, batch: Sequence[Claimed], judgement: Judgement) -> list[Delivered]:
         """The session could not be opened: every message in the batch gets that attempt."""
-        results: list[Delivered] = []
         transcript = self._transcript(0)
+        now = utcnow()
+        outcomes = []
         for claimed in batch:
-            now = utcnow()
             result = _Result(override=None, reason=judgement.reason, error=judgement.reason)
             if judgement.verdict is Verdict.HELD:
                 result.override = Verdict.HELD
-            state = await self._settle_and_store(
-                claimed, None, result, None, now, now, 0.0, transcript
-            )
-            results.append(Delivered(claimed, state, judgement.reason))
-        return results
+            outcomes.append(_Outcome(claimed, None, result, None, now, 0.0, transcript))
+        states = await self._store(outcomes)
+        return [
+            Delivered(claimed, state, judgement.reason)
+            for claimed, state in zip(batch, states, strict=True)
+        ]
 
     async def expire(self, claimed: Claimed) -> Delivered:
         context = self.context
@@ -294,40 +311,91 @@ class SmtpRun:
 
     # -- one message -------------------------------------------------------------------------
 
-    async def deliver(self, claimed: Claimed, outgoing: Outgoing | None = None) -> Delivered:
-        """Send one claimed message through the open session and record what happened
-        (``outgoing``: its content and recipients, when the caller loaded them already)."""
+    async def deliver_window(
+        self,
+        window: Sequence[tuple[Claimed, Outgoing | None]],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> tuple[list[Delivered], list[Claimed]]:
+        """Send a few claimed messages (with their content and recipients, when the caller
+        loaded them already) one after another through the open session, and record what
+        happened: what became of each, and the messages not tried (the session broke, a
+        hold, ``stopping()``), to be given back.
+
+        The attempt rows of the whole window are written in one transaction before the first
+        MAIL, and the results in one after the last reply: two commits per window instead of
+        two per message. The price is the crash window: a worker killed in the middle leaves
+        every message of the window whose result was not yet stored ``uncertain``.
+        """
         context = self.context
-        if outgoing is None:
-            outgoing = await context.db(_reading, context.outbox, load_outgoing, claimed)
-        if outgoing is None:
-            return Delivered(claimed, None, "the message no longer exists")
         session = self.session
         assert session is not None
-        mark = len(session.transcript.lines)
-        started_at = utcnow()
-        started = time.perf_counter()
-        pending = [(p, a) for p, a, s in outgoing.recipients if s in _OPEN_RECIPIENTS]
-        attempt_id: uuid.UUID | None = None
-        result = self._local_checks(outgoing, session.capabilities)
-        if result is None:
-            result = _Result(tried=len(pending))
-            lost, attempt_id = await self._transaction(claimed, outgoing, pending, result)
-            if lost:  # the lease ran out before DATA: recovery gave the message to another
-                self._first = False
-                return Delivered(claimed, None, "the lease was lost before DATA")
-        state = await self._settle_and_store(
-            claimed,
-            outgoing,
-            result,
-            attempt_id,
-            started_at,
-            utcnow(),
-            time.perf_counter() - started,
-            self._transcript(mark),
+        missing = [claimed.id for claimed, outgoing in window if outgoing is None]
+        loaded: dict[uuid.UUID, Outgoing] = {}
+        if missing:
+            tenant_id = window[0][0].tenant_id
+            loaded = await context.db(
+                _reading, context.outbox, load_outgoing_many, tenant_id, missing
+            )
+        delivered: list[Delivered] = []
+        items: list[tuple[Claimed, Outgoing, _Result | None]] = []
+        for claimed, given in window:
+            outgoing = given or loaded.get(claimed.id)
+            if outgoing is None:
+                delivered.append(Delivered(claimed, None, "the message no longer exists"))
+            else:
+                items.append(
+                    (claimed, outgoing, self._local_checks(outgoing, session.capabilities))
+                )
+        to_open = [(claimed, claimed.attempt_count + 1) for claimed, _, local in items if not local]
+        opened: dict[uuid.UUID, uuid.UUID] = {}
+        if to_open:
+            opened = await context.write(
+                open_attempts,
+                to_open,
+                owner=context.owner,
+                lease_until=context.lease_until(),
+                started_at=utcnow(),
+                server_address=self.server_address,
+            )
+        outcomes: list[_Outcome] = []
+        untried: list[tuple[Claimed, uuid.UUID]] = []
+        for claimed, outgoing, local in items:
+            attempt_id = opened.get(claimed.id)
+            if local is None and attempt_id is None:
+                # the lease ran out before DATA: recovery gave the message to another worker
+                delivered.append(Delivered(claimed, None, "the lease was lost before DATA"))
+                continue
+            if attempt_id is not None and (self.broken or self.held or stopping()):
+                untried.append((claimed, attempt_id))
+                continue
+            mark = len(session.transcript.lines)
+            started_at = utcnow()
+            started = time.perf_counter()
+            result = local
+            if result is None:
+                pending = [(p, a) for p, a, s in outgoing.recipients if s in _OPEN_RECIPIENTS]
+                result = _Result(tried=len(pending))
+                await self._transaction(outgoing, pending, result)
+                if result.override is Verdict.HELD:
+                    self.held = True  # the rest of the window is given back, then held
+            outcomes.append(
+                _Outcome(
+                    claimed,
+                    outgoing,
+                    result,
+                    attempt_id,
+                    started_at,
+                    time.perf_counter() - started,
+                    self._transcript(mark),
+                )
+            )
+            self._first = False
+        states = await self._store(outcomes, untried)
+        delivered.extend(
+            Delivered(outcome.claimed, state, outcome.result.reason)
+            for outcome, state in zip(outcomes, states, strict=True)
         )
-        self._first = False
-        return Delivered(claimed, state, result.reason)
+        return delivered, [claimed for claimed, _ in untried]
 
     @staticmethod
     def _local_checks(outgoing: Outgoing, capabilities: Capabilities | None) -> _Result | None:
@@ -351,14 +419,10 @@ class SmtpRun:
         return _Result(updates=updates, error=reason, reason=reason)
 
     async def _transaction(
-        self,
-        claimed: Claimed,
-        outgoing: Outgoing,
-        pending: list[tuple[int, str]],
-        result: _Result,
-    ) -> tuple[bool, uuid.UUID | None]:
-        """MAIL, RCPT, (attempt row), DATA. Fills ``result``; returns whether the lease was
-        lost before DATA, and the id of the attempt opened for DATA (None: not reached)."""
+        self, outgoing: Outgoing, pending: list[tuple[int, str]], result: _Result
+    ) -> None:
+        """MAIL, RCPT, and DATA when a recipient was accepted (its attempt row is already
+        written). Fills ``result``."""
         session = self.session
         assert session is not None
         timeouts = self._timeouts
@@ -373,7 +437,7 @@ class SmtpRun:
             )
         except SessionError as exc:
             self._envelope_failure(exc, Stage.MAIL_FROM, pending, result)
-            return False, None
+            return
         accepted: list[int] = []
         for position, address in pending:
             try:
@@ -381,7 +445,7 @@ class SmtpRun:
             except SessionError as exc:
                 if exc.reply is None or exc.reply.code == 421:
                     self._envelope_failure(exc, Stage.RCPT_TO, pending, result)
-                    return False, None
+                    return
                 judgement = judge_reply(exc.reply, Stage.RCPT_TO, self.plan.limits.provider_id)
                 if judgement.verdict is Verdict.HELD:
                     result.override, result.reason, result.reply = (
@@ -389,7 +453,7 @@ class SmtpRun:
                         judgement.reason,
                         exc.reply,
                     )
-                    return False, None
+                    return
                 state = (
                     RecipientState.REJECTED
                     if judgement.verdict is Verdict.REJECTED
@@ -399,21 +463,8 @@ class SmtpRun:
                 result.reply, result.reason = exc.reply, judgement.reason
                 continue
             accepted.append(position)
-        if not accepted:
-            return False, None
-        attempt_id: uuid.UUID | None = await self.context.write(
-            open_attempt,
-            claimed,
-            number=claimed.attempt_count + 1,
-            owner=self.context.owner,
-            lease_until=self.context.lease_until(),
-            started_at=utcnow(),
-            server_address=self.server_address,
-        )
-        if attempt_id is None:
-            return True, None
-        await self._data(outgoing, accepted, result)
-        return False, attempt_id
+        if accepted:
+            await self._data(outgoing, accepted, result)
 
     async def _data(self, outgoing: Outgoing, accepted: list[int], result: _Result) -> None:
         session = self.session
@@ -495,51 +546,44 @@ class SmtpRun:
 
     # -- settling ----------------------------------------------------------------------------
 
-    async def _settle_and_store(
-        self,
-        claimed: Claimed,
-        outgoing: Outgoing | None,
-        result: _Result,
-        attempt_id: uuid.UUID | None,
-        started_at: datetime,
-        now: datetime,
-        seconds: float,
-        transcript: str | None,
-    ) -> MessageState:
+    async def _store(
+        self, outcomes: Sequence[_Outcome], untried: Sequence[tuple[Claimed, uuid.UUID]] = ()
+    ) -> list[MessageState]:
+        """Settle the outcomes into states and store them in one transaction; attempts opened
+        for messages not tried are removed first. Returns each outcome's state."""
         context = self.context
-        number = claimed.attempt_count + 1
-        settlement = self._settlement(claimed, outgoing, result, number, now)
-        reply = result.reply
-        record = AttemptRecord(
-            number=number,
-            started_at=started_at,
-            duration_ms=round(seconds * 1000),
-            outcome=_attempt_outcome(result),
-            owner=context.owner,
-            server_address=self.server_address,
-            reply_code=reply.code if reply else None,
-            enhanced_code=enhanced_code(reply) if reply else None,
-            reply_text=reply.message if reply else None,
-            transcript=transcript,
-            error=result.error,
-        )
-        hold = settlement.state is MessageState.HELD
-        if hold:
-            self.held = True
-        await context.write(
-            _store_result,
-            claimed,
-            attempt_id,
-            record,
-            result.updates,
-            settlement,
-            now,
-            (self.plan.connection_id, result.reason or "a login or permission problem")
-            if hold
-            else None,
-            context.owner,
-        )
-        return settlement.state
+        now = utcnow()
+        stored: list[Finished] = []
+        hold: tuple[uuid.UUID, str] | None = None
+        for outcome in outcomes:
+            claimed, result = outcome.claimed, outcome.result
+            number = claimed.attempt_count + 1
+            settlement = self._settlement(claimed, outcome.outgoing, result, number, now)
+            reply = result.reply
+            record = AttemptRecord(
+                number=number,
+                started_at=outcome.started_at,
+                duration_ms=round(outcome.seconds * 1000),
+                outcome=_attempt_outcome(result),
+                owner=context.owner,
+                server_address=self.server_address,
+                reply_code=reply.code if reply else None,
+                enhanced_code=enhanced_code(reply) if reply else None,
+                reply_text=reply.message if reply else None,
+                transcript=outcome.transcript,
+                error=result.error,
+            )
+            if settlement.state is MessageState.HELD:
+                self.held = True
+                if hold is None:
+                    hold = (
+                        self.plan.connection_id,
+                        result.reason or "a login or permission problem",
+                    )
+            stored.append(Finished(claimed, outcome.attempt_id, record, result.updates, settlement))
+        if stored or untried:
+            await context.write(_store_results, stored, list(untried), now, hold, context.owner)
+        return [item.settlement.state for item in stored]
 
     def _settlement(
         self,
@@ -602,26 +646,16 @@ def _reading(outbox: Outbox, fn: Callable[..., _T], *args: Any) -> _T:
         return fn(session, *args)
 
 
-def _store_result(
+def _store_results(
     session: Session,
-    claimed: Claimed,
-    attempt_id: uuid.UUID | None,
-    record: AttemptRecord,
-    updates: list[RecipientUpdate],
-    settlement: Settlement,
+    stored: Sequence[Finished],
+    untried: Sequence[tuple[Claimed, uuid.UUID]],
     now: datetime,
     hold: tuple[uuid.UUID, str] | None,
     owner: str,
 ) -> None:
-    finish(
-        session,
-        claimed,
-        attempt_id=attempt_id,
-        record=record,
-        recipients=updates,
-        settlement=settlement,
-        now=now,
-    )
+    discard_attempts(session, untried, owner)
+    finish_many(session, stored, now)
     if hold is not None:
         connection_id, reason = hold
-        hold_connection(session, claimed.tenant_id, connection_id, reason, owner, now)
+        hold_connection(session, stored[0].claimed.tenant_id, connection_id, reason, owner, now)

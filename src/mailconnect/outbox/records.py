@@ -1,14 +1,16 @@
-"""What delivery writes to the database around one attempt (synchronous; run in a thread).
+"""What delivery writes to the database around its attempts (synchronous; run in a thread).
 
-Per message that reaches DATA there are two short transactions:
+For a window of messages sent through one session there are two short transactions:
 
-1. :func:`open_attempt`, immediately before the DATA command: the attempt row, without outcome,
-   inserted only if this worker still holds the message's lease (the lease is extended in the
-   same statement). It is the evidence recovery needs: see :mod:`mailconnect.outbox.claim`.
-2. :func:`finish`: the attempt's outcome, reply and transcript, the recipients' new states and
-   the message's new state, lease cleared, again only while the lease is held.
+1. :func:`open_attempts`, before the window's first MAIL: an attempt row without outcome per
+   message, inserted only if this worker still holds that message's lease (the lease is
+   extended in the same statement). It is the evidence recovery needs: see
+   :mod:`mailconnect.outbox.claim`.
+2. :func:`finish_many`: each attempt's outcome, reply and transcript, the recipients' new states
+   and the message's new state, lease cleared, again only while the lease is held; and, before
+   that, :func:`discard_attempts` for the messages the window never reached.
 
-A message that never reaches DATA gets only the second (its attempt row is inserted complete).
+A message refused before any command gets only the second (its attempt row is inserted complete).
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ from mailconnect.store.states import (
 
 __all__ = [
     "AttemptRecord",
+    "Finished",
     "Outgoing",
     "RecipientUpdate",
     "Settlement",
+    "discard_attempts",
     "expire_claimed",
     "finish",
+    "finish_many",
     "hold_connection",
     "load_outgoing",
     "load_outgoing_many",
     "open_attempt",
+    "open_attempts",
 ]
 
 _SENDING = MessageState.SENDING
@@ -192,27 +198,64 @@ def open_attempt(
     server_address: str | None,
 ) -> uuid.UUID | None:
     """Record that DATA is about to start; None when the lease is lost (then do not send)."""
-    params = {
-        "b_id": claimed.id,
-        "b_owner": owner,
-        "b_number": number,
-        "b_until": lease_until,
-    }
-    held = session.execute(_OPEN_LEASE, params)
-    if held.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    attempt_id = uuid.uuid4()
-    session.execute(
-        _OPEN_ATTEMPT,
-        {
-            **params,
-            "b_attempt": attempt_id,
-            "b_tenant": claimed.tenant_id,
-            "b_started": started_at,
-            "b_server": server_address,
-        },
+    opened = open_attempts(
+        session,
+        [(claimed, number)],
+        owner=owner,
+        lease_until=lease_until,
+        started_at=started_at,
+        server_address=server_address,
     )
-    return attempt_id
+    return opened.get(claimed.id)
+
+
+def open_attempts(
+    session: Session,
+    messages: Sequence[tuple[Claimed, int]],
+    *,
+    owner: str,
+    lease_until: datetime,
+    started_at: datetime,
+    server_address: str | None,
+) -> dict[uuid.UUID, uuid.UUID]:
+    """:func:`open_attempt` for several messages (claimed, attempt number) in one transaction:
+    message id -> attempt id, for the messages whose lease this worker still holds."""
+    opened: dict[uuid.UUID, uuid.UUID] = {}
+    rows: list[dict[str, object]] = []
+    for claimed, number in messages:
+        params = {"b_id": claimed.id, "b_owner": owner, "b_number": number, "b_until": lease_until}
+        held = session.execute(_OPEN_LEASE, params)
+        if held.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        attempt_id = opened[claimed.id] = uuid.uuid4()
+        params.update(
+            b_attempt=attempt_id,
+            b_tenant=claimed.tenant_id,
+            b_started=started_at,
+            b_server=server_address,
+        )
+        rows.append(params)
+    if rows:
+        session.execute(_OPEN_ATTEMPT, rows)
+    return opened
+
+
+def discard_attempts(
+    session: Session, opened: Sequence[tuple[Claimed, uuid.UUID]], owner: str
+) -> None:
+    """Attempts opened but never started (the session ended first): removed, and the
+    messages' attempt counts put back, so that releasing them leaves no trace of a try."""
+    for claimed, attempt_id in opened:
+        restored = session.execute(
+            _messages.update().where(_HELD_BY_ME).values(attempt_count=claimed.attempt_count),
+            {"b_id": claimed.id, "b_owner": owner},
+        )
+        if restored.rowcount == 1:  # type: ignore[attr-defined]
+            session.execute(
+                _attempts.delete().where(
+                    (_attempts.c.id == attempt_id) & _attempts.c.outcome.is_(None)
+                )
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +297,17 @@ class Settlement:
         return self.state.is_final
 
 
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """One attempt to store with :func:`finish_many`."""
+
+    claimed: Claimed
+    attempt_id: uuid.UUID | None  # the attempt opened before DATA, if any
+    record: AttemptRecord
+    recipients: Sequence[RecipientUpdate]
+    settlement: Settlement
+
+
 def finish(
     session: Session,
     claimed: Claimed,
@@ -267,22 +321,50 @@ def finish(
     """Store the attempt and its consequences. False when the lease was lost meanwhile: the
     recipients' and the attempt's results are still stored (they are facts), and the message's
     state too if recovery had only guessed it (``uncertain`` from this very attempt)."""
-    params: dict[str, object] = {
-        "b_id": claimed.id,
-        "b_owner": record.owner,
-        "b_state": settlement.state,
-        "b_reason": settlement.reason,
-        "b_number": record.number,
-        "b_now": now,
-        "b_finished": now if settlement.finished else None,
-        "b_next": settlement.next_attempt_at,
-    }
-    statement = _SETTLE if settlement.next_attempt_at is None else _SETTLE_AND_RESCHEDULE
-    updated = session.execute(statement, params)
-    held = bool(updated.rowcount == 1)  # type: ignore[attr-defined]
-    if not held:
-        if attempt_id is None:
-            return False  # recovery put it back before any attempt: another worker owns it now
+    done = Finished(claimed, attempt_id, record, recipients, settlement)
+    return finish_many(session, [done], now)[0]
+
+
+def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> list[bool]:
+    """:func:`finish` for several attempts in a few statements (one per kind of row, each
+    executed for many rows at once); whether each lease was still held."""
+    if not done:
+        return []
+    ids = [item.claimed.id for item in done]
+    owners = {item.record.owner for item in done}
+    held_ids = set(
+        session.scalars(
+            select(_messages.c.id)
+            .where(
+                _messages.c.id.in_(ids),
+                _messages.c.lease_owner.in_(owners),
+                _messages.c.state == _SENDING,
+            )
+            .order_by(_messages.c.id)
+            .with_for_update()
+        )
+    )
+    settle: dict[bool, list[dict[str, object]]] = {False: [], True: []}
+    held: list[bool] = []
+    for item in done:
+        settlement, record = item.settlement, item.record
+        params: dict[str, object] = {
+            "b_id": item.claimed.id,
+            "b_owner": record.owner,
+            "b_state": settlement.state,
+            "b_reason": settlement.reason,
+            "b_number": record.number,
+            "b_now": now,
+            "b_finished": now if settlement.finished else None,
+            "b_next": settlement.next_attempt_at,
+        }
+        if item.claimed.id in held_ids:
+            held.append(True)
+            settle[settlement.next_attempt_at is not None].append(params)
+            continue
+        held.append(False)
+        if item.attempt_id is None:
+            continue  # recovery put it back before any attempt: another worker owns it now
         values: dict[str, object] = {
             "state": settlement.state,
             "state_reason": settlement.reason,
@@ -292,9 +374,13 @@ def finish(
         }
         if settlement.next_attempt_at is not None:
             values["next_attempt_at"] = settlement.next_attempt_at
-        _late_result(session, claimed, attempt_id, values)
-    _store_attempt(session, claimed, attempt_id, record)
-    _store_recipients(session, claimed, recipients, now)
+        _late_result(session, item.claimed, item.attempt_id, values)
+    for reschedule, rows in settle.items():
+        if rows:
+            session.execute(_SETTLE_AND_RESCHEDULE if reschedule else _SETTLE, rows)
+    stored = [item for item, kept in zip(done, held, strict=True) if kept or item.attempt_id]
+    _store_attempts(session, stored)
+    _store_recipients(session, stored, now)
     return held
 
 
@@ -318,57 +404,58 @@ def _late_result(
     )
 
 
-def _store_attempt(
-    session: Session, claimed: Claimed, attempt_id: uuid.UUID | None, record: AttemptRecord
-) -> None:
-    params = {
-        "b_duration": record.duration_ms,
-        "b_outcome": record.outcome,
-        "b_code": record.reply_code,
-        "b_enhanced": record.enhanced_code,
-        "b_text": record.reply_text,
-        "b_transcript": record.transcript,
-        "b_error": record.error,
-        "b_server": record.server_address,
-    }
-    if attempt_id is not None:
-        session.execute(_CLOSE_ATTEMPT, {**params, "b_attempt": attempt_id})
-        return
-    session.execute(
-        _WHOLE_ATTEMPT,
-        {
-            **params,
-            "b_attempt": uuid.uuid4(),
-            "b_tenant": claimed.tenant_id,
-            "b_id": claimed.id,
-            "b_number": record.number,
-            "b_started": record.started_at,
-            "b_owner": record.owner,
-        },
-    )
-
-
-def _store_recipients(
-    session: Session, claimed: Claimed, recipients: Sequence[RecipientUpdate], now: datetime
-) -> None:
-    if not recipients:
-        return
-    session.execute(
-        _RECIPIENT,
-        [
+def _store_attempts(session: Session, done: Sequence[Finished]) -> None:
+    closing: list[dict[str, object]] = []
+    whole: list[dict[str, object]] = []
+    for item in done:
+        record = item.record
+        params: dict[str, object] = {
+            "b_duration": record.duration_ms,
+            "b_outcome": record.outcome,
+            "b_code": record.reply_code,
+            "b_enhanced": record.enhanced_code,
+            "b_text": record.reply_text,
+            "b_transcript": record.transcript,
+            "b_error": record.error,
+            "b_server": record.server_address,
+        }
+        if item.attempt_id is not None:
+            closing.append({**params, "b_attempt": item.attempt_id})
+            continue
+        whole.append(
             {
-                "b_tenant": claimed.tenant_id,
-                "b_id": claimed.id,
-                "b_position": change.position,
-                "b_state": change.state,
-                "b_code": change.code,
-                "b_enhanced": change.enhanced,
-                "b_text": change.text,
-                "b_now": now,
+                **params,
+                "b_attempt": uuid.uuid4(),
+                "b_tenant": item.claimed.tenant_id,
+                "b_id": item.claimed.id,
+                "b_number": record.number,
+                "b_started": record.started_at,
+                "b_owner": record.owner,
             }
-            for change in recipients
-        ],
-    )
+        )
+    if closing:
+        session.execute(_CLOSE_ATTEMPT, closing)
+    if whole:
+        session.execute(_WHOLE_ATTEMPT, whole)
+
+
+def _store_recipients(session: Session, done: Sequence[Finished], now: datetime) -> None:
+    rows = [
+        {
+            "b_tenant": item.claimed.tenant_id,
+            "b_id": item.claimed.id,
+            "b_position": change.position,
+            "b_state": change.state,
+            "b_code": change.code,
+            "b_enhanced": change.enhanced,
+            "b_text": change.text,
+            "b_now": now,
+        }
+        for item in done
+        for change in item.recipients
+    ]
+    if rows:
+        session.execute(_RECIPIENT, rows)
 
 
 def expire_claimed(session: Session, claimed: Claimed, owner: str, now: datetime) -> bool:

@@ -84,7 +84,15 @@ from mailconnect.smtp import TlsPolicy
 from mailconnect.store.states import ConnectionStatus, MessageState
 from mailconnect.store.types import utcnow
 
-__all__ = ["EventKind", "WorkerEvent", "WorkerStats", "default_worker_id", "run_once", "run_worker"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "EventKind",
+    "WorkerEvent",
+    "WorkerStats",
+    "default_worker_id",
+    "run_once",
+    "run_worker",
+]
 
 _log = logging.getLogger("mailconnect.outbox")
 _T = TypeVar("_T")
@@ -95,6 +103,7 @@ _ERROR_PAUSE = 1.0
 # and malloc arenas) at the same delivery rate: the writes are serialised by group commit anyway.
 _DB_THREADS = 4
 _PREFETCH_BYTES = 8 * 1024 * 1024  # message content loaded with the batch; the rest one by one
+DEFAULT_WINDOW = 8  # messages per session between commits; see run_worker
 
 
 class EventKind(StrEnum):
@@ -174,6 +183,7 @@ async def run_worker(
     lease_seconds: float = 60,
     progress: Callable[[WorkerEvent], None] | None = None,
     resolver: Resolver | None = None,
+    window: int = DEFAULT_WINDOW,
 ) -> WorkerStats:
     """Deliver messages until ``stop`` is set (or, with ``once``, until nothing is due now).
 
@@ -182,10 +192,16 @@ async def run_worker(
     against the system's trust store). ``resend_uncertain`` also claims ``uncertain`` messages
     (they may reach their recipients twice). ``lease_seconds`` is how long a claimed message
     stays with this worker without a renewal; a killed worker's messages come back after it.
-    ``resolver`` replaces the system resolver (tests). Returns what the run did.
+    ``resolver`` replaces the system resolver (tests). ``window`` is how many messages of a
+    session share the two commits around their sending (attempt rows before the first MAIL,
+    results after the last reply): more is faster, but a worker killed outright leaves up to
+    ``window`` messages per session ``uncertain`` instead of one (docs/outbox.md). Returns what
+    the run did.
     """
     if concurrency < 1:
         raise ConfigurationError("concurrency", "must be at least 1", "give a whole number >= 1")
+    if window < 1:
+        raise ConfigurationError("window", "must be at least 1", "give a whole number >= 1")
     if lease_seconds < 0.5:
         raise ConfigurationError(
             "lease_seconds", "must be at least 0.5", "use the default of 60 seconds"
@@ -202,6 +218,7 @@ async def run_worker(
         lease_seconds=lease_seconds,
         progress=progress,
         resolver=resolver,
+        window=window,
     )
     return await worker.run()
 
@@ -226,8 +243,10 @@ class _Worker:
         lease_seconds: float,
         progress: Callable[[WorkerEvent], None] | None,
         resolver: Resolver | None,
+        window: int,
     ) -> None:
         self.outbox = outbox
+        self.window = window
         self.concurrency = concurrency
         self.once = once
         self.given_stop = stop
@@ -614,12 +633,24 @@ class _Worker:
         return found
 
     async def _deliver_batch(self, run: SmtpRun, batch: Sequence[Claimed]) -> list[Claimed]:
-        """Send one message after another; the messages not tried (stop, broken session)."""
+        """Send the batch, ``window`` messages at a time; the messages not tried (stop, broken
+        session, hold)."""
         prefetched = await self._prefetch(batch)
-        for index, claimed in enumerate(batch):
+        remaining: list[Claimed] = []
+        for start in range(0, len(batch), self.window):
             if self.stop.is_set() or run.broken or run.held:
-                return list(batch[index:])
-            self._count(await run.deliver(claimed, prefetched.pop(claimed.id, None)))
+                remaining = list(batch[start:])
+                break
+            window = batch[start : start + self.window]
+            delivered, untried = await run.deliver_window(
+                [(claimed, prefetched.pop(claimed.id, None)) for claimed in window],
+                self.stop.is_set,
+            )
+            for result in delivered:
+                self._count(result)
+            if untried:
+                remaining = untried + list(batch[start + len(window) :])
+                break
         if run.held:
             self.emit(
                 WorkerEvent(
@@ -629,7 +660,7 @@ class _Worker:
                     detail="a login or permission problem; the connection needs attention",
                 )
             )
-        return []
+        return remaining
 
     def _count(self, delivered: Delivered) -> None:
         claimed = delivered.claimed
