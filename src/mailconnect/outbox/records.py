@@ -240,6 +240,23 @@ def open_attempts(
     return opened
 
 
+def _held(session: Session, ids: Sequence[uuid.UUID], owners: set[str]) -> set[uuid.UUID]:
+    """Which of these messages one of ``owners`` holds (``sending`` under its lease), locked
+    until the transaction ends (PostgreSQL; SQLite's writer holds the whole database)."""
+    return set(
+        session.scalars(
+            select(_messages.c.id)
+            .where(
+                _messages.c.id.in_(list(ids)),
+                _messages.c.lease_owner.in_(owners),
+                _messages.c.state == _SENDING,
+            )
+            .order_by(_messages.c.id)
+            .with_for_update()
+        )
+    )
+
+
 def discard_attempts(
     session: Session, opened: Sequence[tuple[Claimed, uuid.UUID]], owner: str
 ) -> None:
@@ -330,19 +347,8 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
     executed for many rows at once); whether each lease was still held."""
     if not done:
         return []
-    ids = [item.claimed.id for item in done]
-    owners = {item.record.owner for item in done}
-    held_ids = set(
-        session.scalars(
-            select(_messages.c.id)
-            .where(
-                _messages.c.id.in_(ids),
-                _messages.c.lease_owner.in_(owners),
-                _messages.c.state == _SENDING,
-            )
-            .order_by(_messages.c.id)
-            .with_for_update()
-        )
+    held_ids = _held(
+        session, [item.claimed.id for item in done], {item.record.owner for item in done}
     )
     settle: dict[bool, list[dict[str, object]]] = {False: [], True: []}
     held: list[bool] = []
