@@ -63,6 +63,17 @@ _HELD_BY_ME = (
     & (_messages.c.lease_owner == bindparam("b_owner"))
     & (_messages.c.state == _SENDING)
 )
+# Prebuilt with expanding parameters: building the statement per call cost four times its run.
+_HELD_AMONG = (
+    select(_messages.c.id)
+    .where(
+        _messages.c.id.in_(bindparam("b_ids", expanding=True)),
+        _messages.c.lease_owner.in_(bindparam("b_owners", expanding=True)),
+        _messages.c.state == _SENDING,
+    )
+    .order_by(_messages.c.id)
+    .with_for_update()
+)
 _OPEN_LEASE = (
     _messages.update()
     .where(_HELD_BY_ME)
@@ -220,22 +231,29 @@ def open_attempts(
 ) -> dict[uuid.UUID, uuid.UUID]:
     """:func:`open_attempt` for several messages (claimed, attempt number) in one transaction:
     message id -> attempt id, for the messages whose lease this worker still holds."""
+    if not messages:
+        return {}
+    held = _held(session, [claimed.id for claimed, _ in messages], {owner})
     opened: dict[uuid.UUID, uuid.UUID] = {}
     rows: list[dict[str, object]] = []
     for claimed, number in messages:
-        params = {"b_id": claimed.id, "b_owner": owner, "b_number": number, "b_until": lease_until}
-        held = session.execute(_OPEN_LEASE, params)
-        if held.rowcount != 1:  # type: ignore[attr-defined]
+        if claimed.id not in held:
             continue
         attempt_id = opened[claimed.id] = uuid.uuid4()
-        params.update(
-            b_attempt=attempt_id,
-            b_tenant=claimed.tenant_id,
-            b_started=started_at,
-            b_server=server_address,
+        rows.append(
+            {
+                "b_id": claimed.id,
+                "b_owner": owner,
+                "b_number": number,
+                "b_until": lease_until,
+                "b_attempt": attempt_id,
+                "b_tenant": claimed.tenant_id,
+                "b_started": started_at,
+                "b_server": server_address,
+            }
         )
-        rows.append(params)
     if rows:
+        session.execute(_OPEN_LEASE, rows)
         session.execute(_OPEN_ATTEMPT, rows)
     return opened
 
@@ -243,18 +261,7 @@ def open_attempts(
 def _held(session: Session, ids: Sequence[uuid.UUID], owners: set[str]) -> set[uuid.UUID]:
     """Which of these messages one of ``owners`` holds (``sending`` under its lease), locked
     until the transaction ends (PostgreSQL; SQLite's writer holds the whole database)."""
-    return set(
-        session.scalars(
-            select(_messages.c.id)
-            .where(
-                _messages.c.id.in_(list(ids)),
-                _messages.c.lease_owner.in_(owners),
-                _messages.c.state == _SENDING,
-            )
-            .order_by(_messages.c.id)
-            .with_for_update()
-        )
-    )
+    return set(session.scalars(_HELD_AMONG, {"b_ids": list(ids), "b_owners": list(owners)}))
 
 
 def discard_attempts(
