@@ -18,6 +18,9 @@ then measures, in the same run and on the same database:
 Each phase stops after ``--count`` messages or ``--seconds``, whichever comes first. Reports
 messages per second and p50/p99 latency per call, and the ratio HTTP / library for single
 messages (the goal: at least 50 %). Every message is durable (committed) before its call returns.
+For HTTP single it also prints the CPU the service process and the load generator used per
+message (the service's from /proc): both share the machine's CPUs, so the ratio depends on what
+else runs.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     client_cpu: float = 0.0  # CPU seconds the load generator used (HTTP cases)
+    server_cpu: float | None = None  # CPU seconds the service process used (HTTP cases, Linux)
 
     @property
     def rate(self) -> float:
@@ -94,8 +98,17 @@ def _message(index: int) -> MessageInput:
 # --- the service --------------------------------------------------------------------------------
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def running_service(database_url: str, data_dir: Path) -> Iterator[str]:
+def running_service(database_url: str, data_dir: Path) -> Iterator[tuple[str, int]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCONNECT_")}
     env.update(
         {
@@ -124,7 +137,7 @@ def running_service(database_url: str, data_dir: Path) -> Iterator[str]:
                 if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
             time.sleep(0.1)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -273,22 +286,38 @@ def run(kind: str, args: argparse.Namespace) -> list[Result] | None:
             print(f"{kind}: no server answers; skipped")
             return None
         data_dir = Path(temporary) / "data"
-        with running_service(url, data_dir) as service:
+        with running_service(url, data_dir) as (service, pid):
             tenant, key, _connection = _set_up(service)
             config = load_config(data_dir=data_dir, database_url=url)
             outbox = Outbox.open(config)
+
+            def measured(phase: Callable[[], Result]) -> Result:
+                """``phase`` with the service's CPU time (a diagnostic, read from /proc)."""
+                before = process_cpu(pid)
+                result = phase()
+                after = process_cpu(pid)
+                if before is not None and after is not None:
+                    result.server_cpu = after - before
+                return result
+
             try:
                 results = [
                     library_single(outbox, tenant, args.count, args.seconds),
-                    http_single(service, key, args.count, args.seconds, args.concurrency),
+                    measured(
+                        lambda: http_single(
+                            service, key, args.count, args.seconds, args.concurrency
+                        )
+                    ),
                     library_bulk(outbox, tenant, args.count * 5, args.bulk_size, args.seconds),
-                    http_bulk(
-                        service,
-                        key,
-                        args.count * 5,
-                        args.bulk_size,
-                        args.seconds,
-                        max(1, args.concurrency // 4),
+                    measured(
+                        lambda: http_bulk(
+                            service,
+                            key,
+                            args.count * 5,
+                            args.bulk_size,
+                            args.seconds,
+                            max(1, args.concurrency // 4),
+                        )
                     ),
                 ]
             finally:
@@ -316,6 +345,13 @@ def report(kind: str, results: list[Result]) -> None:
         f"  (HTTP single median {median:.2f} ms with {results[1].calls} calls; "
         f"the load generator used {busy:.0%} of a core)"
     )
+    single = results[1]
+    if single.server_cpu is not None and single.messages and single.seconds:
+        print(
+            f"  (HTTP single: the service used {single.server_cpu / single.messages * 1e6:.0f} µs "
+            f"of CPU per message, {single.server_cpu / single.seconds:.0%} of a core; "
+            f"the load generator {single.client_cpu / single.messages * 1e6:.0f} µs)"
+        )
 
 
 def main() -> None:

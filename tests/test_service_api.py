@@ -511,7 +511,14 @@ def test_oversized_bodies_are_refused_with_413(stack: Stack) -> None:
             content=b'{"text": "' + b"a" * (11 * 1024 * 1024) + b'"}',
             headers={"Content-Type": "application/json"},
         )
+        # without a Content-Length (chunked), the bytes are counted as they come
+        streamed = client.post(
+            "/v1/messages",
+            content=(b"a" * (1024 * 1024) for _ in range(11)),
+            headers={"Content-Type": "application/json"},
+        )
     assert_problem(big, 413)
+    assert_problem(streamed, 413)
 
 
 def test_bulk_enqueue_is_all_or_nothing_and_names_the_message(stack: Stack) -> None:

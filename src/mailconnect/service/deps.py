@@ -23,6 +23,7 @@ __all__ = [
     "get_runtime",
     "rate_limited",
     "require_scope",
+    "runtime_of",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="A tenant API key, or the operator token.")
@@ -30,8 +31,14 @@ _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 # The dependencies are coroutines: FastAPI runs plain functions in its thread pool, and a hop
-# there for every dependency of every request costs more than the work they do.
+# there for every dependency of every request costs more than the work they do. The key checks
+# read the runtime from the app themselves instead of depending on get_runtime: FastAPI's cost
+# per request grows with every (sub-)dependency.
 async def get_runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -40,7 +47,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def _authenticate(request: Request, runtime: Runtime, credentials: Credentials) -> Principal:
+async def _authenticate(request: Request, credentials: Credentials) -> Principal:
+    runtime = runtime_of(request)
     if credentials is None or not credentials.credentials:
         raise Problem(
             "unauthorized",
@@ -69,10 +77,8 @@ def _lookup(runtime: Runtime, token: str) -> Principal | None:
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller must be a tenant key with ``scope``."""
 
-    async def dependency(
-        request: Request, runtime: RuntimeDep, credentials: Credentials
-    ) -> Principal:
-        principal = await _authenticate(request, runtime, credentials)
+    async def dependency(request: Request, credentials: Credentials) -> Principal:
+        principal = await _authenticate(request, credentials)
         if principal.operator:
             raise Problem(
                 "forbidden",
@@ -85,10 +91,8 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-async def require_operator(
-    request: Request, runtime: RuntimeDep, credentials: Credentials
-) -> Principal:
-    principal = await _authenticate(request, runtime, credentials)
+async def require_operator(request: Request, credentials: Credentials) -> Principal:
+    principal = await _authenticate(request, credentials)
     if not principal.operator:
         raise Problem("forbidden", "only the operator token may do this")
     return principal
@@ -99,11 +103,9 @@ def tenant_of(principal: Principal) -> uuid.UUID:
     return principal.tenant_id
 
 
-async def require_reader(
-    request: Request, runtime: RuntimeDep, credentials: Credentials
-) -> Principal:
+async def require_reader(request: Request, credentials: Credentials) -> Principal:
     """A tenant key with either scope (reading messages)."""
-    principal = await _authenticate(request, runtime, credentials)
+    principal = await _authenticate(request, credentials)
     if principal.operator:
         raise Problem(
             "forbidden",

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailconnect.service.logs import request_id_var, safe_request_id
@@ -20,6 +21,7 @@ from mailconnect.service.problems import KINDS, PROBLEM_MEDIA_TYPE
 __all__ = ["BodyLimit", "RequestContext"]
 
 access = logging.getLogger("mailconnect.access")
+_MAX_CHILDREN = 1000  # label sets whose metric children are kept (methods come from clients)
 
 
 class _TooLarge(Exception):
@@ -57,36 +59,50 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared, counted = _framing(scope)
         if declared is not None and declared > self.limit:
             await self._discard(receive, 0)
             await self._refuse(scope, send)
             return
+        if declared is not None and not counted:
+            # The HTTP server reads exactly Content-Length bytes of body (the rest would be the
+            # next request), and that is within the limit: nothing to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
         started = False
         finished = False
+        exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal received, finished
+            nonlocal received, finished, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 finished = not message.get("more_body", False)
                 if received > self.limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded and not started:
+                # The app's answer to a body it could not read (FastAPI turns any error while
+                # reading it into a 400): replaced by the 413 below.
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if started:
+        except Exception:
+            if not exceeded or started:
                 raise
+        if exceeded and not started:
             if not finished:
                 await self._discard(receive, received)
             await self._refuse(scope, send)
@@ -117,14 +133,23 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _content_length(scope: Scope) -> int | None:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length (None: absent or not a number) and whether the body must be
+    counted as it comes anyway: a Transfer-Encoding (it frames the body, whatever the length
+    says), a length given twice or not as plain digits."""
+    length: int | None = None
+    counted = False  # the bytes must be counted as they come
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
+            if length is not None or not value.isdigit():  # twice, or not a plain number
+                counted = True
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return None
-    return None
+                length = None
+        elif name == b"transfer-encoding":
+            counted = True
+    return length, counted
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
@@ -143,6 +168,7 @@ class RequestContext:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -195,18 +221,34 @@ class RequestContext:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(method=method, route=template, status=str(status)).inc()
-            self.metrics.request_seconds.labels(method=method, route=template).observe(elapsed)
-            tenant = state.get("tenant_id")
-            access.info(
-                "request",
-                extra={
-                    "method": method,
-                    "path": scope.get("path", ""),
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "tenant_id": str(tenant) if tenant else None,
-                },
-            )
+            counter, histogram = self._instruments(method, template, status)
+            counter.inc()
+            histogram.observe(elapsed)
+            if access.isEnabledFor(logging.INFO):
+                tenant = state.get("tenant_id")
+                access.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope.get("path", ""),
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "tenant_id": str(tenant) if tenant else None,
+                    },
+                )
             request_id_var.reset(token)
+
+    def _instruments(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The counter and histogram children for these labels (``labels()`` costs a lock and a
+        lookup per call; the children are kept here)."""
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:
+            found = (
+                self.metrics.requests.labels(method=method, route=route, status=str(status)),
+                self.metrics.request_seconds.labels(method=method, route=route),
+            )
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[key] = found
+        return found

@@ -171,6 +171,7 @@ class Runtime:
             raise
 
     def close(self) -> None:
+        self.committer.close()
         self.outbox.close()
 
     def ready(self) -> tuple[bool, str]:

@@ -90,6 +90,9 @@ def serve(settings: ServiceSettings, *, demo: bool = False, out: TextIO | None =
     out.write("\n".join(lines) + "\n")
     out.flush()
     app = create_app(runtime)
+    # HTTP parsing: uvicorn takes httptools (C, a dependency) when it is installed, else h11.
+    # The event loop stays asyncio's own (not uvloop): the worker's data watch relies on the
+    # standard transports' write-buffer behaviour (see mailconnect.outbox.datawatch).
     config = uvicorn.Config(
         app,
         log_config=None,

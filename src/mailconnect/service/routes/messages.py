@@ -13,16 +13,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from mailconnect.compose import Attachment, MessageInput
 from mailconnect.compose import Mailbox as ComposeMailbox
 from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox import Enqueued as OutboxEnqueued
 from mailconnect.outbox import EnqueueItem, cancel, retry
-from mailconnect.service.deps import Manage, Reader, RuntimeDep, Send, tenant_of
+from mailconnect.service.deps import Manage, Reader, RuntimeDep, Send, runtime_of, tenant_of
 from mailconnect.service.problems import Problem
 from mailconnect.service.runtime import Runtime
 from mailconnect.service.schemas import (
@@ -167,10 +168,21 @@ def _check_key(value: str | None) -> str | None:
     return value
 
 
+def _needs_lookup(body: MessageCreate) -> bool:
+    """Whether building the message reads the database (no From: the connection's sender)."""
+    return body.raw is None and body.recipients is None and body.from_ is None
+
+
+def _accepted(model: Enqueued | BulkEnqueued) -> Response:
+    # The answer is built here, not by FastAPI from the return value: the same JSON (the
+    # declared response_model documents it), without validating our own model a second time.
+    return Response(model.model_dump_json(), status_code=202, media_type="application/json")
+
+
 @router.post("", status_code=202, response_model=Enqueued)
-def create(
+async def create(
     body: MessageCreate,
-    runtime: RuntimeDep,
+    request: Request,
     principal: Send,
     idempotency_key: Annotated[
         str | None,
@@ -179,8 +191,11 @@ def create(
             description="Your id for this e-mail; a repeat returns the first message.",
         ),
     ] = None,
-) -> Enqueued:
+) -> Response:
     """Enqueue one message; 202 once it is durable."""
+    # A coroutine: the request stays in the event loop (no thread per request) until the group
+    # commit hands its batch to a database thread.
+    runtime = runtime_of(request)
     tenant_id = tenant_of(principal)
     if body.idempotency_key is not None:
         raise Problem.invalid(
@@ -189,16 +204,15 @@ def create(
             "send the key as the Idempotency-Key header",
         )
     key = _check_key(idempotency_key)
-    item = _item(body, runtime, tenant_id, None, key)
-    (result,) = runtime.committer.enqueue(tenant_id, [item])
-    return _enqueued(result)
+    if _needs_lookup(body):
+        item = await run_in_threadpool(_item, body, runtime, tenant_id, None, key)
+    else:
+        item = _item(body, runtime, tenant_id, None, key)
+    (result,) = await runtime.committer.submit(tenant_id, [item])
+    return _accepted(_enqueued(result))
 
 
-@router.post("/bulk", status_code=202, response_model=BulkEnqueued)
-def create_many(body: BulkCreate, runtime: RuntimeDep, principal: Send) -> BulkEnqueued:
-    """Enqueue up to 500 messages in one transaction: all are stored, or none (the error names
-    the message: ``messages[3].to[0]``). Each may carry its own ``idempotency_key``."""
-    tenant_id = tenant_of(principal)
+def _items(body: BulkCreate, runtime: Runtime, tenant_id: uuid.UUID) -> list[EnqueueItem]:
     items: list[EnqueueItem] = []
     for index, message in enumerate(body.messages):
         try:
@@ -209,13 +223,26 @@ def create_many(body: BulkCreate, runtime: RuntimeDep, principal: Send) -> BulkE
             raise ConfigurationError(
                 f"messages[{index}].{exc.field}", exc.problem, exc.fix
             ) from None
+    return items
+
+
+@router.post("/bulk", status_code=202, response_model=BulkEnqueued)
+async def create_many(body: BulkCreate, request: Request, principal: Send) -> Response:
+    """Enqueue up to 500 messages in one transaction: all are stored, or none (the error names
+    the message: ``messages[3].to[0]``). Each may carry its own ``idempotency_key``."""
+    runtime = runtime_of(request)
+    tenant_id = tenant_of(principal)
+    if any(_needs_lookup(message) for message in body.messages):
+        items = await run_in_threadpool(_items, body, runtime, tenant_id)
+    else:
+        items = _items(body, runtime, tenant_id)
     try:
-        results = runtime.committer.enqueue(tenant_id, items)
+        results = await runtime.committer.submit(tenant_id, items)
     except ConfigurationError as exc:
         if len(items) != 1:  # enqueue_many names the message itself when there are several
             raise
         raise ConfigurationError(f"messages[0].{exc.field}", exc.problem, exc.fix) from None
-    return BulkEnqueued(data=[_enqueued(r) for r in results])
+    return _accepted(BulkEnqueued(data=[_enqueued(r) for r in results]))
 
 
 # --- reading ------------------------------------------------------------------------------------
