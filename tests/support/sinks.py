@@ -406,12 +406,29 @@ class _RawConversation:
         return await self.act(reply, "DOT")
 
 
+PIPELINING = {"default": False}  # what raw_server offers when not told (tests flip it)
+
+
 @contextlib.asynccontextmanager
 async def raw_server(
     behaviour: Callable[[Call], Action] = lambda call: None,
+    *,
+    pipelining: bool | None = None,
 ) -> AsyncIterator[RawServer]:
     """A plain SMTP server that does what ``behaviour`` returns for each command ("GREETING",
-    "EHLO", "MAIL", "RCPT", "DATA", "DOT", "RSET", "QUIT")."""
+    "EHLO", "MAIL", "RCPT", "DATA", "DOT", "RSET", "QUIT"). It reads one line at a time, so
+    pipelined commands are answered in order; ``pipelining`` (default: PIPELINING["default"])
+    makes its default EHLO reply offer PIPELINING."""
+    offer = PIPELINING["default"] if pipelining is None else pipelining
+    if offer:
+        inner = behaviour
+
+        def behaviour(call: Call) -> Action:
+            action = inner(call)
+            if call.verb == "EHLO" and action is None:
+                return _DEFAULTS["EHLO"].replace("250 SIZE", "250-PIPELINING\r\n250 SIZE")
+            return action
+
     server = RawServer(HOST, 0)
     counts: Counter[str] = Counter()
     stop = asyncio.Event()

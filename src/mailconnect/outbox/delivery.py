@@ -10,9 +10,9 @@ Messages go through in windows (:meth:`SmtpRun.deliver_window`): the attempt row
 are committed before its first MAIL and the results after its last reply, so a window of
 messages shares two commits; see docs/outbox.md for what this does to the crash rule.
 
-PIPELINING is not used: aiosmtplib's protocol drops reply bytes that arrive while an earlier
-parsed reply waits to be picked up, so replies to commands written together cannot be read
-through it reliably. Using it would need a client protocol of our own (docs/outbox.md).
+With PIPELINING offered, MAIL, RCPT and DATA go out in one write
+(:meth:`~mailconnect.smtp.SmtpSession.transaction`); the replies are judged exactly as those of
+the commands sent one at a time.
 
 What each failure does is decided in :mod:`mailconnect.outbox.policy`; what is written, in
 :mod:`mailconnect.outbox.records`.
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from mailconnect.compose import has_bare_cr_or_lf
 from mailconnect.crypto import Secret
 from mailconnect.diagnosis import Stage
 from mailconnect.errors import ConfigurationError, SecretError
@@ -422,19 +423,23 @@ class SmtpRun:
         self, outgoing: Outgoing, pending: list[tuple[int, str]], result: _Result
     ) -> None:
         """MAIL, RCPT, and DATA when a recipient was accepted (its attempt row is already
-        written). Fills ``result``."""
+        written): pipelined when the server offers it. Fills ``result``."""
         session = self.session
         assert session is not None
         timeouts = self._timeouts
-        try:
-            if self._dirty:
+        if self._dirty:
+            try:
                 await session.rset(timeout=timeouts.command)
-            self._dirty = True
-            await session.mail_from(
-                outgoing.envelope_from,
-                self._mail_options(outgoing, session.capabilities),
-                timeout=timeouts.command,
-            )
+            except SessionError as exc:
+                self._envelope_failure(exc, Stage.MAIL_FROM, pending, result)
+                return
+        self._dirty = True
+        options = self._mail_options(outgoing, session.capabilities)
+        if session.pipelining and not has_bare_cr_or_lf(outgoing.content):
+            await self._pipelined(outgoing, options, pending, result)
+            return
+        try:
+            await session.mail_from(outgoing.envelope_from, options, timeout=timeouts.command)
         except SessionError as exc:
             self._envelope_failure(exc, Stage.MAIL_FROM, pending, result)
             return
@@ -443,28 +448,87 @@ class SmtpRun:
             try:
                 await session.rcpt_to(address, timeout=timeouts.command)
             except SessionError as exc:
-                if exc.reply is None or exc.reply.code == 421:
+                if exc.reply is None:
                     self._envelope_failure(exc, Stage.RCPT_TO, pending, result)
                     return
-                judgement = judge_reply(exc.reply, Stage.RCPT_TO, self.plan.limits.provider_id)
-                if judgement.verdict is Verdict.HELD:
-                    result.override, result.reason, result.reply = (
-                        Verdict.HELD,
-                        judgement.reason,
-                        exc.reply,
-                    )
+                if self._recipient_refused(position, exc, pending, result):
                     return
-                state = (
-                    RecipientState.REJECTED
-                    if judgement.verdict is Verdict.REJECTED
-                    else RecipientState.DEFERRED
-                )
-                result.updates.append(_update(position, state, exc.reply))
-                result.reply, result.reason = exc.reply, judgement.reason
                 continue
             accepted.append(position)
         if accepted:
             await self._data(outgoing, accepted, result)
+
+    async def _pipelined(
+        self,
+        outgoing: Outgoing,
+        options: list[str],
+        pending: list[tuple[int, str]],
+        result: _Result,
+    ) -> None:
+        """The same transaction in one round trip for the envelope (RFC 2920)."""
+        session = self.session
+        assert session is not None
+        try:
+            replies = await session.transaction(
+                outgoing.envelope_from,
+                options,
+                [address for _, address in pending],
+                outgoing.content,
+                timeout=self._timeouts.command,
+                data_timeout=self._timeouts.data,
+            )
+        except SessionError as exc:
+            if exc.stage is Stage.DATA:
+                self._data_failure(exc, session.final_dot_may_have_left, result)
+            else:
+                self._envelope_failure(exc, exc.stage, pending, result)
+            return
+        if replies.mail.code != 250:
+            refused = SessionError(Stage.MAIL_FROM, reply=replies.mail, detail=str(replies.mail))
+            self._envelope_failure(refused, Stage.MAIL_FROM, pending, result)
+            return
+        accepted: list[int] = []
+        for (position, _), reply in zip(pending, replies.rcpt, strict=False):
+            if reply.code in (250, 251):
+                accepted.append(position)
+                continue
+            refused = SessionError(Stage.RCPT_TO, reply=reply, detail=str(reply))
+            if self._recipient_refused(position, refused, pending, result):
+                return
+        if not accepted:
+            return
+        data, final = replies.data, replies.final
+        assert data is not None  # every RCPT reply came, so the DATA reply did too
+        if data.code != 354 or final is None:
+            self._after_data_refusal(data, accepted, result)
+            return
+        if final.code != 250:
+            self._after_data_refusal(final, accepted, result)
+            return
+        self._accepted(final, accepted, result)
+
+    def _recipient_refused(
+        self, position: int, exc: SessionError, pending: list[tuple[int, str]], result: _Result
+    ) -> bool:
+        """A RCPT refused with ``exc.reply``: that recipient's new state. True when the whole
+        transaction ends here (a 421, or a hold)."""
+        reply = exc.reply
+        assert reply is not None
+        if reply.code == 421:
+            self._envelope_failure(exc, Stage.RCPT_TO, pending, result)
+            return True
+        judgement = judge_reply(reply, Stage.RCPT_TO, self.plan.limits.provider_id)
+        if judgement.verdict is Verdict.HELD:
+            result.override, result.reason, result.reply = Verdict.HELD, judgement.reason, reply
+            return True
+        state = (
+            RecipientState.REJECTED
+            if judgement.verdict is Verdict.REJECTED
+            else RecipientState.DEFERRED
+        )
+        result.updates.append(_update(position, state, reply))
+        result.reply, result.reason = reply, judgement.reason
+        return False
 
     async def _data(self, outgoing: Outgoing, accepted: list[int], result: _Result) -> None:
         session = self.session
@@ -474,21 +538,27 @@ class SmtpRun:
                 reply = await session.data(outgoing.content, timeout=self._timeouts.data)
             except SessionError as exc:
                 if exc.reply is None:
-                    self.broken = True
-                    judgement = judge_failure(
-                        exc.failure,
-                        f"{exc.stage.value}: {exc.detail}",
-                        final_dot_sent=watch.final_dot_may_have_left,
-                    )
-                    result.error = result.reason = judgement.reason
-                    if judgement.verdict is Verdict.UNCERTAIN:
-                        result.override = Verdict.UNCERTAIN
+                    self._data_failure(exc, watch.final_dot_may_have_left, result)
                     return
                 self._after_data_refusal(exc.reply, accepted, result)
                 return
+        self._accepted(reply, accepted, result)
+
+    def _accepted(self, reply: Reply, accepted: list[int], result: _Result) -> None:
         self._dirty = False
         result.reply = reply
         result.updates.extend(_update(p, RecipientState.ACCEPTED, reply) for p in accepted)
+
+    def _data_failure(self, exc: SessionError, final_dot_sent: bool, result: _Result) -> None:
+        """The connection broke or timed out during DATA: deferred, or uncertain when the
+        final "." may have left this machine."""
+        self.broken = True
+        judgement = judge_failure(
+            exc.failure, f"{exc.stage.value}: {exc.detail}", final_dot_sent=final_dot_sent
+        )
+        result.error = result.reason = judgement.reason
+        if judgement.verdict is Verdict.UNCERTAIN:
+            result.override = Verdict.UNCERTAIN
 
     def _after_data_refusal(self, reply: Reply, accepted: list[int], result: _Result) -> None:
         if reply.code == 421:

@@ -7,6 +7,7 @@ Modules, one concept each:
   RCPT, DATA, RSET, QUIT) and the rules it enforces whatever the caller does;
 - ``_tls``: the TLS policy (verification on by default, TLS 1.2 minimum) and :class:`TlsInfo`;
 - ``_injection``: the STARTTLS injection check;
+- ``_pipeline``: PIPELINING (RFC 2920): the reply reader and its strict parser;
 - ``_capabilities``, ``_mechanisms``, ``_transcript``, ``_errors``: pure decisions (EHLO parsing,
   AUTH mechanism choice and payloads, transcript redaction, error classification).
 """
@@ -22,7 +23,8 @@ from mailconnect.smtp._mechanisms import (
     exchange,
     usable_mechanisms,
 )
-from mailconnect.smtp._session import SmtpSession
+from mailconnect.smtp._pipeline import ReplyFormatError, parse_replies
+from mailconnect.smtp._session import Pipelined, SmtpSession
 from mailconnect.smtp._tls import MIN_TLS_VERSION, TlsInfo, TlsPolicy, describe_tls
 from mailconnect.smtp._transcript import (
     Direction,
@@ -39,8 +41,10 @@ __all__ = [
     "Direction",
     "Exchange",
     "Mechanism",
+    "Pipelined",
     "ReceiveTap",
     "Reply",
+    "ReplyFormatError",
     "SessionError",
     "SmtpSession",
     "TlsInfo",
@@ -56,6 +60,7 @@ __all__ = [
     "ehlo_literal",
     "exchange",
     "parse_ehlo",
+    "parse_replies",
     "reply_lines",
     "usable_mechanisms",
 ]

@@ -18,6 +18,8 @@ Rules the session enforces, whatever the caller does:
 - With security ``tls`` or ``starttls``, nothing but EHLO, HELO, STARTTLS, RSET and QUIT is sent
   before the connection is encrypted: MAIL, RCPT, DATA (and anything else) are refused unsent.
 - Every command and reply goes through :class:`Transcript`, which hides AUTH payloads.
+- PIPELINING (:meth:`SmtpSession.transaction`) only where the server offered it, under the same
+  rules: nothing of the envelope before TLS, no CR, LF or NUL in an argument.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse, SMTPResponseException
 
+from mailconnect.compose import dot_stuff_for_wire
 from mailconnect.diagnosis import Failure, Stage
 from mailconnect.errors import ConfigurationError
 from mailconnect.netguard import PinnedTarget
@@ -39,10 +43,11 @@ from mailconnect.smtp._connect import ehlo_literal
 from mailconnect.smtp._errors import Reply, SessionError, classify
 from mailconnect.smtp._injection import ReceiveTap, bytes_after_reply
 from mailconnect.smtp._mechanisms import Mechanism, choose_mechanism, exchange
+from mailconnect.smtp._pipeline import ReplyFormatError, ReplyReader
 from mailconnect.smtp._tls import TlsInfo, TlsPolicy, describe_tls
 from mailconnect.smtp._transcript import Transcript
 
-__all__ = ["SmtpSession"]
+__all__ = ["Pipelined", "SmtpSession"]
 
 _OK = 250
 _AUTH_OK = 235
@@ -53,6 +58,20 @@ _BEFORE_TLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"RSET", b"QUIT"})
 _NAMED_VERBS = frozenset({b"MAIL", b"RCPT", b"DATA", b"BDAT", b"AUTH", b"VRFY", b"EXPN", b"NOOP"})
 # What aiosmtplib and the socket layer raise; translated into SessionError once, here.
 _LIBRARY_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError, EOFError)
+_START_INPUT = 354
+_CONTROLS = frozenset(b"\r\n\0")
+
+
+@dataclass
+class Pipelined:
+    """The replies to one pipelined transaction, as far as it got (see
+    :meth:`SmtpSession.transaction`): ``rcpt`` has one reply per recipient; ``data`` is the
+    reply to DATA and ``final`` the one to the final "." (None: not reached)."""
+
+    mail: Reply
+    rcpt: list[Reply] = field(default_factory=list)
+    data: Reply | None = None
+    final: Reply | None = None
 
 
 def _reply_code(exc: SMTPResponseException) -> bool:
@@ -89,6 +108,7 @@ class SmtpSession:
         self.greeting: Reply | None = None
         self._smtp: aiosmtplib.SMTP | None = None
         self._tls_transport: asyncio.Transport | None = None
+        self._reader: ReplyReader | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -326,6 +346,112 @@ class SmtpSession:
         except _LIBRARY_ERRORS as exc:
             raise self._error(Stage.DATA, exc, timeout) from exc
         return Reply(response.code, self.transcript.server(response.code, response.message))
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether :meth:`transaction` may be used: the server offered PIPELINING."""
+        return self.capabilities is not None and self.capabilities.offers("PIPELINING")
+
+    async def transaction(
+        self,
+        sender: str,
+        options: Sequence[str],
+        recipients: Sequence[str],
+        message: bytes,
+        *,
+        timeout: float,
+        data_timeout: float,
+    ) -> Pipelined:
+        """MAIL FROM, every RCPT TO and DATA written at once (RFC 2920), then the message when
+        DATA was accepted and at least one recipient was: one round trip for the envelope.
+
+        Returns every reply read, whatever its code; reading stops early at a 421 (the server
+        is closing: the connection is closed too). When no recipient was accepted but the
+        server still answers DATA with 354, a lone "." ends it (RFC 2920, section 3.1). Raises
+        SessionError (``failure`` set, connection closed) when the connection breaks, times out
+        or answers with something that is not SMTP; then :attr:`final_dot_may_have_left` says
+        whether the message may have been accepted. Refused unsent before TLS on a connection
+        that must be encrypted, and when an argument holds CR, LF or NUL. ``message`` must be
+        CRLF-only, as rendered (:func:`~mailconnect.compose.dot_stuff_for_wire` raises
+        ValueError otherwise)."""
+        self._require_encryption(Stage.MAIL_FROM, b"MAIL")
+        smtp = self._client()
+        transport = smtp.transport
+        protocol = smtp.protocol
+        if not isinstance(transport, asyncio.WriteTransport) or protocol is None:
+            raise SessionError(Stage.MAIL_FROM, failure=Failure.DISCONNECTED, detail="no transport")
+        commands = [
+            [b"MAIL", b"FROM:<" + sender.encode("utf-8") + b">", *_encode(options)],
+            *([b"RCPT", b"TO:<" + address.encode("utf-8") + b">"] for address in recipients),
+            [b"DATA"],
+        ]
+        if any(_CONTROLS.intersection(arg) for command in commands for arg in command):
+            raise SessionError(
+                Stage.MAIL_FROM, detail="a command argument holds CR, LF or NUL: not sent"
+            )
+        payload = dot_stuff_for_wire(message)  # a ValueError here leaves nothing sent
+        reader = ReplyReader(transport)
+        self._reader = reader
+        transport.set_protocol(reader)
+        stage = Stage.MAIL_FROM
+        try:
+            for command in commands:
+                self.transcript.client(*command)
+            transport.write(b"".join(b" ".join(command) + b"\r\n" for command in commands))
+            result = Pipelined(await self._read(reader, timeout))
+            if result.mail.code == 421:
+                return self._closing(result)
+            stage = Stage.RCPT_TO
+            for _ in recipients:
+                result.rcpt.append(await self._read(reader, timeout))
+                if result.rcpt[-1].code == 421:
+                    return self._closing(result)
+            stage = Stage.DATA
+            result.data = await self._read(reader, timeout)
+            if result.data.code != _START_INPUT:
+                return result if result.data.code != 421 else self._closing(result)
+            accepted = result.mail.code == _OK and any(
+                reply.code in (_OK, 251) for reply in result.rcpt
+            )
+            if accepted:
+                self.transcript.note(f"message of {len(message)} bytes")
+            reader.write_body(payload if accepted else b".\r\n")
+            result.final = await self._read(reader, data_timeout)
+            if reader.unasked:
+                raise ReplyFormatError("the server sent more replies than commands")
+            return result
+        except (ReplyFormatError, OSError, TimeoutError) as exc:
+            self.close()
+            failure, detail = classify(exc, on_timeout=Failure.TIMEOUT)
+            if isinstance(exc, ReplyFormatError):
+                failure, detail = Failure.DISCONNECTED, f"the server's answer is not SMTP ({exc})"
+            elif isinstance(exc, TimeoutError):
+                wait = (
+                    data_timeout
+                    if stage is Stage.DATA and reader.final_dot_may_have_left
+                    else timeout
+                )
+                detail = f"timed out after {wait:g} s without a reply"
+            self.transcript.note(f"{stage.value} failed: {detail}")
+            raise SessionError(stage, failure=failure, detail=detail) from exc
+        finally:
+            reader.restore_limits()
+            if not transport.is_closing():
+                transport.set_protocol(protocol)
+
+    @property
+    def final_dot_may_have_left(self) -> bool:
+        """After :meth:`transaction` failed: whether the message may have reached the server."""
+        return self._reader is not None and self._reader.final_dot_may_have_left
+
+    async def _read(self, reader: ReplyReader, timeout: float) -> Reply:
+        code, message = await reader.reply(timeout)
+        return Reply(code, self.transcript.server(code, message))
+
+    def _closing(self, result: Pipelined) -> Pipelined:
+        """A 421: the server is closing the connection; so do we."""
+        self.close()
+        return result
 
     async def rset(self, *, timeout: float) -> Reply:
         return await self.command(Stage.MAIL_FROM, b"RSET", timeout=timeout)

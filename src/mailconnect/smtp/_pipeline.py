@@ -1,0 +1,171 @@
+"""PIPELINING (RFC 2920): a message's MAIL, RCPT and DATA written at once, their replies read back.
+
+aiosmtplib's protocol parses one reply per wait and drops bytes that arrive while a parsed reply
+waits to be picked up, so it cannot read the replies to several commands written together. For
+one message transaction the session hands its transport to a :class:`ReplyReader`
+(``transport.set_protocol``) and takes it back afterwards; everything before (greeting, EHLO,
+STARTTLS, AUTH) and after (RSET, QUIT) stays with aiosmtplib.
+
+:func:`parse_replies` (pure) reads complete replies off the front of a buffer and refuses what
+is not SMTP (the message itself goes out through
+:func:`mailconnect.compose.dot_stuff_for_wire`). The reader also
+answers the question the outbox needs after a failure: did the final "." leave this machine
+(see :mod:`mailconnect.outbox.datawatch`, whose rule it follows)?
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+__all__ = ["MAX_REPLY_LINE", "ReplyFormatError", "ReplyReader", "parse_replies"]
+
+# RFC 5321 4.5.3.1.5 allows 512 octets per reply line; servers exceed it, not by this much.
+MAX_REPLY_LINE = 4096
+_MAX_LINES = 200  # lines in one multi-line reply
+
+
+class ReplyFormatError(ValueError):
+    """The server's bytes are not SMTP replies (the message says how)."""
+
+
+def parse_replies(buffer: bytes | bytearray) -> tuple[list[tuple[int, str]], int]:
+    """The complete replies at the start of ``buffer`` as (code, text) pairs (the text of a
+    multi-line reply joined by newlines, as aiosmtplib does), and how many bytes they took.
+
+    A reply line is three digits (200 to 599), then a space, a hyphen (more lines follow) or
+    nothing, then text, then LF (CRLF expected, a bare LF accepted). Raises ReplyFormatError for
+    anything else: a bad code, a continuation line changing the code, a line longer than
+    MAX_REPLY_LINE, or more than a few hundred lines in one reply.
+    """
+    replies: list[tuple[int, str]] = []
+    consumed = 0
+    offset = 0
+    lines: list[str] = []
+    code = 0
+    while True:
+        end = buffer.find(b"\n", offset)
+        if end == -1:
+            if len(buffer) - offset > MAX_REPLY_LINE:
+                raise ReplyFormatError(f"a reply line is longer than {MAX_REPLY_LINE} octets")
+            return replies, consumed
+        line = bytes(buffer[offset:end]).rstrip(b"\r")
+        offset = end + 1
+        if len(line) > MAX_REPLY_LINE:
+            raise ReplyFormatError(f"a reply line is longer than {MAX_REPLY_LINE} octets")
+        head, separator = line[:3], line[3:4]
+        if not (head.isdigit() and len(head) == 3 and 200 <= int(head) <= 599):
+            raise ReplyFormatError(f"not an SMTP reply line: {_shown(line)}")
+        if separator not in (b"", b" ", b"-"):
+            raise ReplyFormatError(f"not an SMTP reply line: {_shown(line)}")
+        if lines and int(head) != code:
+            raise ReplyFormatError(f"a multi-line reply changed its code: {_shown(line)}")
+        code = int(head)
+        lines.append(line[4:].strip(b" \t").decode("utf-8", "surrogateescape"))
+        if len(lines) > _MAX_LINES:
+            raise ReplyFormatError(f"a reply of more than {_MAX_LINES} lines")
+        if separator == b"-":
+            continue
+        replies.append((code, "\n".join(lines)))
+        consumed = offset
+        lines = []
+
+
+def _shown(line: bytes) -> str:
+    return repr(line[:60].decode("utf-8", "replace"))
+
+
+class ReplyReader(asyncio.Protocol):
+    """The protocol on the session's transport while a pipelined transaction runs."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self._buffer = bytearray()
+        self._replies: collections.deque[tuple[int, str]] = collections.deque()
+        self._error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._tls = transport.get_extra_info("ssl_object") is not None
+        self._body_written = False
+        self._flushed = False
+
+    # -- the final "." -----------------------------------------------------------------------
+
+    @property
+    def final_dot_may_have_left(self) -> bool:
+        """False while the message was not handed over, or (plain TCP) some of it was still in
+        the transport's buffer; True otherwise (over TLS the buffer cannot be seen)."""
+        return self._body_written and (self._flushed or self._tls)
+
+    def write_body(self, payload: bytes) -> None:
+        transport = self.transport
+        if not self._tls:
+            # Report the moment the buffer is empty (high-water 0: pause while anything waits).
+            transport.set_write_buffer_limits(high=0, low=0)
+        transport.write(payload)
+        self._body_written = True
+        if self._tls or transport.get_write_buffer_size() == 0:
+            self._flushed = True
+
+    def restore_limits(self) -> None:
+        if not self._tls and not self.transport.is_closing():
+            self.transport.set_write_buffer_limits()  # back to the defaults
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        if self._body_written:
+            self._flushed = True
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        self._buffer.extend(data)
+        try:
+            replies, consumed = parse_replies(self._buffer)
+        except ReplyFormatError as exc:
+            self._fail(exc)
+            return
+        if consumed:
+            del self._buffer[:consumed]
+            self._replies.extend(replies)
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("the server closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the connection was closed"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def unasked(self) -> bool:
+        """Whether more arrived than the replies read so far (the server said more than asked)."""
+        return bool(self._replies or self._buffer)
+
+    async def reply(self, timeout: float) -> tuple[int, str]:
+        """The next reply, waiting at most ``timeout`` seconds for it. Raises TimeoutError, or
+        the connection's error (ReplyFormatError, ConnectionError)."""
+        if not self._replies and self._error is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            finally:
+                self._waiter = None
+        if self._replies:
+            return self._replies.popleft()
+        assert self._error is not None
+        raise self._error
