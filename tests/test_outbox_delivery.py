@@ -381,7 +381,9 @@ async def test_a_server_that_refuses_connections_defers_until_expiry(tmp_path: o
 
     env = make_env(
         f"sqlite:///{tmp_path}/expiry.db",
-        retry=type(FAST_RETRY)(first_delay=0.3, max_delay=0.3, jitter=0, max_lifetime=0.6),
+        # The second attempt must come before the expiry, and its retry after it: with these
+        # numbers the first run and the sleep may take up to 0.75 s longer than planned.
+        retry=type(FAST_RETRY)(first_delay=1.0, max_delay=1.0, jitter=0, max_lifetime=1.8),
     )
     try:
         env.connection(closed_port())
@@ -390,7 +392,7 @@ async def test_a_server_that_refuses_connections_defers_until_expiry(tmp_path: o
         deferred = env.view(message)
         assert deferred.state is MessageState.DEFERRED
         assert "refused" in (deferred.attempts[0].error or "")
-        await asyncio.sleep(0.32)
+        await asyncio.sleep(1.02)
         await env.run()  # the retry after this one would come after the expiry
         expired = env.view(message)
         assert expired.state is MessageState.EXPIRED

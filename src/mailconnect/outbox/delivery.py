@@ -285,9 +285,11 @@ class SmtpRun:
     def _transcript(self, mark: int) -> str | None:
         if self.session is None:
             return None
-        lines = self.session.transcript.lines
-        chosen = lines if self._first else lines[mark:]
-        return "\n".join(str(line) for line in chosen) or None
+        transcript = self.session.transcript
+        chosen = transcript.lines if self._first else transcript.since(mark)
+        text = "\n".join(str(line) for line in chosen) or None
+        transcript.clear()  # stored with the message: a long session keeps no backlog
+        return text
 
     async def fail_all(self, batch: Sequence[Claimed], judgement: Judgement) -> list[Delivered]:
         """The session could not be opened: every message in the batch gets that attempt."""
@@ -369,7 +371,7 @@ class SmtpRun:
             if attempt_id is not None and (self.broken or self.held or stopping()):
                 untried.append((claimed, attempt_id))
                 continue
-            mark = len(session.transcript.lines)
+            mark = len(session.transcript)
             started_at = utcnow()
             started = time.perf_counter()
             result = local

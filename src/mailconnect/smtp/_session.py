@@ -25,6 +25,7 @@ Rules the session enforces, whatever the caller does:
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ _NAMED_VERBS = frozenset({b"MAIL", b"RCPT", b"DATA", b"BDAT", b"AUTH", b"VRFY", 
 # What aiosmtplib and the socket layer raise; translated into SessionError once, here.
 _LIBRARY_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError, EOFError)
 _START_INPUT = 354
-_CONTROLS = frozenset(b"\r\n\0")
+_CONTROLS = re.compile(rb"[\r\n\0]")
 
 
 @dataclass
@@ -385,7 +386,8 @@ class SmtpSession:
             *([b"RCPT", b"TO:<" + address.encode("utf-8") + b">"] for address in recipients),
             [b"DATA"],
         ]
-        if any(_CONTROLS.intersection(arg) for command in commands for arg in command):
+        lines = [b" ".join(command) for command in commands]
+        if _CONTROLS.search(b"".join(lines)):
             raise SessionError(
                 Stage.MAIL_FROM, detail="a command argument holds CR, LF or NUL: not sent"
             )
@@ -397,7 +399,7 @@ class SmtpSession:
         try:
             for command in commands:
                 self.transcript.client(*command)
-            transport.write(b"".join(b" ".join(command) + b"\r\n" for command in commands))
+            transport.write(b"\r\n".join(lines) + b"\r\n")
             result = Pipelined(await self._read(reader, timeout))
             if result.mail.code == 421:
                 return self._closing(result)
