@@ -70,6 +70,7 @@ def test_serve_demo_sends_a_first_email_and_fires_the_webhook(tmp_path: Path) ->
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal as its exit status.
     assert service.process.returncode in (0, -15)
     assert "Application shutdown complete" in service.logs()
+    assert "login_data" not in service.logs()  # aiosmtpd's own deprecation, not the operator's
 
 
 def test_a_second_demo_start_reuses_the_tenant_and_revokes_the_old_key(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import datetime
 import html
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import ssl
@@ -73,6 +74,19 @@ CONNECTION = "demo"
 SENDER = "jobs@demo.example"
 USERNAME = "jobs@demo.example"
 _KEEP = 200
+
+
+class _QuietDeprecation(logging.Filter):
+    """aiosmtpd sets its own deprecated ``Session.login_data`` after every successful AUTH and
+    warns about it, to the demo's operator, who can do nothing about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
+if not any(isinstance(f, _QuietDeprecation) for f in _AIOSMTPD_LOG.filters):
+    _AIOSMTPD_LOG.addFilter(_QuietDeprecation())
 
 
 @dataclass(frozen=True, slots=True)
