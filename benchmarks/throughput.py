@@ -1,7 +1,8 @@
 """Delivery throughput: mailconnect end to end against Postfix's own SMTP client, on loopback.
 
     .venv/bin/python benchmarks/throughput.py [--messages 20000] [--sessions 20]
-                                              [--memory-sessions 50] [--no-postgres]
+                                              [--memory-sessions 50] [--processes 2]
+                                              [--no-postgres]
 
 The receiver is Postfix's ``smtp-sink`` (C, no TLS, no AUTH), started here on a free loopback
 port. Every case sends ``--messages`` messages of about 2 KB to it; one run, one table:
@@ -16,6 +17,9 @@ mailconnect     end to end: ``enqueue_many`` of N messages (one durable transact
 memory          ``mailconnect worker --once --concurrency 50`` (the CLI command, a child process)
                 delivering N messages from SQLite; its peak RSS (VmHWM in /proc, sampled every
                 5 ms), and the most sessions the sink saw open at once.
+processes       ``--processes`` such commands at once, SESSIONS sessions each, sharing one outbox
+                (SQLite, then PostgreSQL in a fresh database): the scale-out for more cores than
+                one worker uses; delivery only, process start included, CPU summed over them.
 
 Columns: messages per second (wall clock; for mailconnect enqueue plus delivery), the ratio to
 the anchor, the client's CPU in microseconds per message (``getrusage``: the child for
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -357,9 +362,19 @@ def end_to_end(
     return row, count / (enqueued - start)
 
 
-def memory(sink: Sink, data_dir: Path, count: int, sessions: int) -> tuple[Row, float, int]:
-    """The CLI worker in a child process: its peak RSS, and the sessions the sink saw."""
-    url = f"sqlite:///{data_dir / 'memory.db'}"
+def workers(
+    sink: Sink,
+    data_dir: Path,
+    count: int,
+    sessions: int,
+    processes: int = 1,
+    url: str | None = None,
+) -> tuple[Row, float, int]:
+    """The CLI worker in ``processes`` child processes at once, delivering ``count`` messages
+    enqueued beforehand (into SQLite unless ``url`` names another database): the row, the first
+    child's peak RSS, and the most sessions the sink saw open at once."""
+    database = "SQLite" if url is None else "PostgreSQL"
+    url = url or f"sqlite:///{data_dir / 'workers.db'}"
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
         tenant_id, connection_id = _prepare(outbox, sink.port)
@@ -375,26 +390,40 @@ def memory(sink: Sink, data_dir: Path, count: int, sessions: int) -> tuple[Row, 
     }
     command = [sys.executable, "-c", WORKER_COMMAND, "--once", "--no-guard", "--json"]
     command += ["--concurrency", str(sessions)]
-    out_file, err_file = data_dir / "worker.out", data_dir / "worker.err"
-    sink_before = sink.cpu()
-    with out_file.open("wb") as stdout, err_file.open("wb") as stderr:
-        start = time.perf_counter()
-        child = subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
-        watch = Watch(child.pid, sink)
+    outputs = [(data_dir / f"worker{n}.out", data_dir / f"worker{n}.err") for n in range(processes)]
+    postgres = database == "PostgreSQL"
+    server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
+    cpu = 0.0
+    start = time.perf_counter()
+    children = []
+    for out_file, err_file in outputs:
+        with out_file.open("wb") as stdout, err_file.open("wb") as stderr:
+            children.append(
+                subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
+            )
+    watch = Watch(children[0].pid, sink)
+    for child in children:
         # wait4 for the CPU times; its ru_maxrss would count this process's memory too.
         _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        watch.stop()
-    child.returncode = os.waitstatus_to_exitcode(status)
-    output, errors = out_file.read_text(), err_file.read_text()
-    if child.returncode != 0 or f'"sent": {count}' not in output:
-        raise SystemExit(f"the worker command failed: {output}\n{errors}")
+        child.returncode = os.waitstatus_to_exitcode(status)
+        cpu += usage.ru_utime + usage.ru_stime
+    seconds = time.perf_counter() - start
+    watch.stop()
+    sent = 0
+    for child, (out_file, err_file) in zip(children, outputs, strict=True):
+        output = out_file.read_text()
+        if child.returncode != 0:
+            raise SystemExit(f"the worker command failed: {output}\n{err_file.read_text()}")
+        sent += json.loads(output)["sent"]
+    if sent != count:
+        raise SystemExit(f"the worker commands sent {sent} of {count} messages")
+    label = "mailconnect worker CLI" + (f" x {processes} processes" if processes > 1 else "")
     row = Row(
-        f"mailconnect worker CLI, SQLite, {sessions} sessions",
+        f"{label}, {database}, {sessions} sessions",
         count,
         seconds,
-        usage.ru_utime + usage.ru_stime,
-        sink.cpu() - sink_before,
+        cpu,
+        sink.cpu() + (_postgres_cpu() if postgres else 0.0) - server_before,
         "delivery only, with process start",
     )
     return row, watch.peak_mb, watch.peak_sessions
@@ -482,6 +511,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20, help="sessions: anchor, end to end")
     parser.add_argument("--memory-sessions", type=int, default=50, help="sessions: memory run")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="worker processes: scale-out run (SQLite)"
+    )
     args = parser.parse_args()
     for program in (SMTP_SINK, SMTP_SOURCE):
         if not Path(program).exists():
@@ -508,11 +540,27 @@ def main() -> None:
                         )
                         results.rows.append(row)
                         results.enqueue["PostgreSQL"] = rate
-            row, results.memory_mb, results.peak_sessions = memory(
+            row, results.memory_mb, results.peak_sessions = workers(
                 sink, base / "memory", args.messages, args.memory_sessions
             )
             results.memory_sessions = args.memory_sessions
             results.rows.append(row)
+            row, _, _ = workers(
+                sink, base / "processes", args.messages, args.sessions, args.processes
+            )
+            results.rows.append(row)
+            if not args.no_postgres:
+                with postgres_database() as postgres:
+                    if postgres is not None:
+                        row, _, _ = workers(
+                            sink,
+                            base / "processes-pg",
+                            args.messages,
+                            args.sessions,
+                            args.processes,
+                            postgres,
+                        )
+                        results.rows.append(row)
     finally:
         sink.stop()
     report(results, first.rate, args)
