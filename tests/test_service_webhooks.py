@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 from tests.support.service import Receiver, Stack, Tenant, service_db, stack, wait_for
+from tests.support.smtp_servers import StaticResolver
 
+from mailconnect.errors import ConfigurationError
+from mailconnect.netguard import GuardPolicy
 from mailconnect.service import SIGNATURE_HEADER, sign, verify_signature
+from mailconnect.service.webhooks import check_url
 
 __all__ = ["service_db", "stack"]
 
@@ -180,3 +184,30 @@ def test_signature_helper_accepts_fresh_and_refuses_stale(age: int) -> None:
     assert not verify_signature("whsec_x", sign("whsec_x", int(now) - 301, body), body, now=now)
     assert not verify_signature("whsec_x", "v1=abc", body, now=now)
     assert not verify_signature("whsec_x", "t=notanumber,v1=abc", body, now=now)
+
+
+# A public address (example.com's): check_url resolves and checks it, never connects to it.
+PUBLIC = StaticResolver({"hooks.acme.example": ["93.184.215.14"]})
+GUARD = GuardPolicy.parse(allowed_ports=[80, 443, 8080], allow_networks="127.0.0.0/8")
+
+
+async def test_webhooks_cross_the_internet_over_https_only() -> None:
+    public = GuardPolicy.parse(allowed_ports=[80, 443])
+    with pytest.raises(ConfigurationError) as refused:
+        await check_url("http://hooks.acme.example/mailconnect", public, PUBLIC)
+    assert refused.value.field == "url"
+    assert "https only" in refused.value.problem
+    assert "https" in refused.value.fix
+    url = await check_url("https://hooks.acme.example/mailconnect", public, PUBLIC)
+    assert url == "https://hooks.acme.example/mailconnect"
+
+
+@pytest.mark.parametrize(
+    ("url", "policy"),
+    [
+        ("http://127.0.0.1:8080/hooks", GUARD),  # a network the operator allowed (development)
+        ("http://hooks.acme.example/hooks", GuardPolicy.off()),  # the guard off: as configured
+    ],
+)
+async def test_plain_http_where_the_operator_allows_it(url: str, policy: GuardPolicy) -> None:
+    assert await check_url(url, policy, PUBLIC) == url

@@ -24,7 +24,9 @@ The network guard
     Tenants type webhook URLs, so they go through the guard like SMTP hosts: checked when saved,
     and resolved, checked and pinned again for every POST (the connection goes to the checked
     address; the name is used for the Host header, SNI and the certificate). Ports 80 and 443 are
-    allowed, plus ``MAILCONNECT_WEBHOOK_PORTS``. No redirects are followed.
+    allowed, plus ``MAILCONNECT_WEBHOOK_PORTS``. No redirects are followed. Plain http is
+    accepted only to a network the operator allowed (``MAILCONNECT_ALLOW_NETWORKS``): events
+    name recipients and subjects, which must not cross the internet in clear text.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import random
@@ -172,6 +175,13 @@ async def _pin(
     return pinned.address
 
 
+def _plain_http_allowed(address: str, policy: GuardPolicy) -> bool:
+    """Plain http only to a network the operator allowed (MAILCONNECT_ALLOW_NETWORKS: its own
+    network, loopback for development), or with the guard off: an event names recipients and
+    subjects, which must not cross the internet in clear text."""
+    return not policy.enabled or policy.allowlisted(ipaddress.ip_address(address)) is not None
+
+
 async def check_url(
     text: str, policy: GuardPolicy, resolver: Resolver | None = None, timeout: float = 5.0
 ) -> str:
@@ -181,7 +191,7 @@ async def check_url(
     """
     target = _parse_url(text)
     try:
-        await _pin(target, policy, resolver, timeout)
+        address = await _pin(target, policy, resolver, timeout)
     except TargetUnreachable as exc:
         log.info(
             "webhook url refused",
@@ -192,6 +202,12 @@ async def check_url(
             str(exc),
             "use a public https URL of your application (ports 80 and 443)",
         ) from None
+    if target.url.scheme == "http" and not _plain_http_allowed(address, policy):
+        raise ConfigurationError(
+            "url",
+            "webhooks are sent over https only: an event names recipients and subjects",
+            "use the https URL of your application",
+        )
     return str(target.url)
 
 
