@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import typer
@@ -955,3 +956,57 @@ def test_the_worker_stops_gracefully_on_a_signal(
     assert f"{sig.name}: stopping" in stderr
     assert "Worker finished" in stdout
     assert "Traceback" not in stderr
+
+
+async def test_a_separate_worker_serves_prometheus_metrics() -> None:
+    """``mailconnect worker --metrics-port``: the worker's own sends and the database gauges,
+    for a worker that runs apart from the service."""
+    from tests.support.service import free_port
+
+    mailbox = Mailbox()
+    async with aiosmtpd_server(mailbox, security="none") as server:
+        add_tenant()
+        add_relay(server.port)
+        sent = run("send", "--tenant", "acme", "--to", "ann@example.com", "--text", "Hi")
+        assert sent.exit_code == 0, sent.output
+        port = free_port()
+        child = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-c", LAUNCHER, "worker", "--no-guard"],
+            *["--metrics-port", str(port)],
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        wanted = [
+            'mailconnect_sends_total{outcome="sent"} 1.0',
+            'mailconnect_queue_depth{state="sent"} 1.0',
+            "mailconnect_attempt_seconds_count 1.0",
+        ]
+        text = ""
+        try:
+            async with httpx.AsyncClient() as client:
+                for _ in range(300):  # at most 30 s
+                    with contextlib.suppress(httpx.TransportError):
+                        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                    if all(line in text for line in wanted):
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            _, errors = await asyncio.wait_for(child.communicate(), 20)
+    assert all(line in text for line in wanted), text[-2000:]
+    assert child.returncode == 0, errors.decode()
+    assert f"Metrics: http://127.0.0.1:{port}/metrics" in errors.decode()
+    assert len(mailbox.messages) == 1
+
+
+def test_a_taken_metrics_port_exits_2_naming_the_option() -> None:
+    import socket as sockets
+
+    with sockets.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run("worker", "--once", "--no-guard", "--metrics-port", str(port))
+    assert result.exit_code == 2, result.output
+    assert "metrics_port" in result.output

@@ -14,6 +14,7 @@ on this machine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from typing import Annotated
@@ -33,6 +34,7 @@ from rich.progress import (
 from mailconnect.cli.options import AllowNetworkOption, CaFileOption, NoGuardFlag
 from mailconnect.cli.output import console, emit_json, err_console
 from mailconnect.cli.tenants import JsonFlag, open_store, operator_errors
+from mailconnect.cli.worker_metrics import WorkerMetrics
 from mailconnect.netguard import GuardPolicy
 from mailconnect.outbox import (
     CLAIMABLE,
@@ -82,6 +84,15 @@ def worker(
             ),
         ),
     ] = DEFAULT_WINDOW,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=65535, help="Serve Prometheus metrics on this port (GET /metrics)."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The address the metrics port listens on.")
+    ] = "127.0.0.1",
     as_json: JsonFlag = False,
 ) -> None:
     """Deliver queued messages. Exit 0 after a graceful stop (SIGTERM, Ctrl-C) or with --once."""
@@ -104,6 +115,7 @@ def worker(
                     resend_uncertain=resend_uncertain,
                     lease_seconds=lease_seconds,
                     window=window,
+                    metrics=(metrics_host, metrics_port) if metrics_port else None,
                     as_json=as_json,
                 )
             )
@@ -172,6 +184,7 @@ async def _run(
     resend_uncertain: bool,
     lease_seconds: float,
     window: int,
+    metrics: tuple[str, int] | None,
     as_json: bool,
 ) -> WorkerStats:
     stop = asyncio.Event()
@@ -188,10 +201,20 @@ async def _run(
             loop.add_signal_handler(sig, stopping, sig)
             installed.append(sig)
     display = _Display(outbox, once=once, as_json=as_json)
+    exporter = WorkerMetrics(outbox, *metrics) if metrics else None
+    observing = asyncio.create_task(exporter.observe()) if exporter else None
+
+    def progress(event: WorkerEvent) -> None:
+        display(event)
+        if exporter is not None:
+            exporter(event)
+
     if not as_json and not once:
         err_console.print(
             f"Worker started: {concurrency} sessions at a time. Stop with Ctrl-C or SIGTERM."
         )
+        if exporter is not None:
+            err_console.print(f"Metrics: {exporter.address}")
     try:
         with display.progress:
             return await run_worker(
@@ -204,8 +227,14 @@ async def _run(
                 resend_uncertain=resend_uncertain,
                 lease_seconds=lease_seconds,
                 window=window,
-                progress=display,
+                progress=progress,
             )
     finally:
+        if observing is not None:
+            observing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await observing
+        if exporter is not None:
+            exporter.close()
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -1,0 +1,62 @@
+"""Prometheus metrics of a ``mailconnect worker`` process (``--metrics-port``).
+
+A worker that runs apart from the service (``serve --workers 0``) has no ``/metrics`` of its
+own otherwise, and the per-process numbers (sends by outcome, attempt durations) exist only in
+the process that made the attempts. The endpoint serves the same families as the service's
+``/metrics`` (the database gauges too, so one scrape target is enough), on 127.0.0.1 unless
+told otherwise: there is no authentication, as is usual for a metrics port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from prometheus_client import start_http_server
+
+from mailconnect.errors import ConfigurationError
+from mailconnect.outbox import EventKind, Outbox, WorkerEvent
+
+if TYPE_CHECKING:
+    from mailconnect.service.metrics import Metrics
+
+__all__ = ["WorkerMetrics"]
+
+_OBSERVE_SECONDS = 1.0  # how often attempt durations are read for the histogram
+
+
+class WorkerMetrics:
+    """The endpoint, listening once constructed; call it with worker events; ``close`` it."""
+
+    def __init__(self, outbox: Outbox, host: str, port: int) -> None:
+        # Imported here: the service package is not loaded by a worker without metrics.
+        from mailconnect.service.metrics import Metrics
+
+        self.metrics: Metrics = Metrics(outbox.session)
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.metrics.registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                "metrics_port",
+                f"cannot listen on {host}:{port} ({exc.strerror or exc})",
+                "choose a free port, or leave --metrics-port out",
+            ) from None
+        self.address = f"http://{host}:{self._server.server_port}/metrics"
+
+    def __call__(self, event: WorkerEvent) -> None:
+        tenant_id, message_id, state = event.tenant_id, event.message_id, event.state
+        if event.kind is EventKind.MESSAGE and tenant_id and message_id and state is not None:
+            self.metrics.message_finished(tenant_id, message_id, state.value)
+
+    async def observe(self) -> None:
+        """Feed the attempt-duration histogram until cancelled."""
+        while True:
+            await asyncio.sleep(_OBSERVE_SECONDS)
+            await asyncio.to_thread(self.metrics.observe_attempts)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.metrics.observe_attempts()  # what the last seconds added
+        self._server.shutdown()
+        self._server.server_close()
