@@ -122,9 +122,9 @@ Manage = Annotated[Principal, Depends(require_scope("manage"))]
 Operator = Annotated[Principal, Depends(require_operator)]
 
 
-def rate_limited(runtime: Runtime, principal: Principal) -> None:
+async def rate_limited(runtime: Runtime, principal: Principal) -> None:
     """Count an expensive call against the tenant's limit; 429 with Retry-After when over it."""
-    wait = runtime.limiter.take(tenant_of(principal))
+    wait = await run_in_threadpool(runtime.limiter.take, tenant_of(principal))
     if wait is not None:
         raise Problem(
             "rate-limited",

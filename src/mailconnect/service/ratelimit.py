@@ -1,38 +1,44 @@
 """Per-tenant limits on the expensive endpoints (connection tests, discovery).
 
-A sliding window in memory: at most ``limit`` calls per tenant in any 60 seconds, per process.
-With several API processes behind a load balancer a tenant gets up to ``limit`` per process; the
-limit protects the service and the tenants' servers from floods, it is not a billing meter.
+At most ``limit`` calls per tenant in any 60 seconds, counted in the database (the outbox's
+rate windows, scope ``api:expensive``), so that every API process behind a load balancer shares
+one count. The limit protects the service and the tenants' servers from floods; it is not a
+billing meter.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 import uuid
-from collections import deque
+from datetime import datetime
 
-__all__ = ["RateLimiter"]
+from sqlalchemy.orm import Session
 
-_WINDOW = 60.0
+from mailconnect.outbox import ConnectionLimits, Outbox
+from mailconnect.outbox.limits import allowance, lock_scope, record_sends
+from mailconnect.store.types import utcnow
+
+__all__ = ["SCOPE", "RateLimiter"]
+
+SCOPE = "api:expensive"
 
 
 class RateLimiter:
-    def __init__(self, limit: int, window: float = _WINDOW) -> None:
+    def __init__(self, outbox: Outbox, limit: int) -> None:
+        self.outbox = outbox
         self.limit = limit
-        self.window = window
-        self._calls: dict[uuid.UUID, deque[float]] = {}
-        self._lock = threading.Lock()
 
     def take(self, tenant_id: uuid.UUID) -> float | None:
-        """Count one call; None when allowed, else the seconds to wait before the next."""
-        now = time.monotonic()
-        with self._lock:
-            calls = self._calls.setdefault(tenant_id, deque())
-            while calls and calls[0] <= now - self.window:
-                calls.popleft()
-            if len(calls) >= self.limit:
-                return max(1.0, math.ceil(calls[0] + self.window - now))
-            calls.append(now)
-            return None
+        """Count one call; None when allowed, else the seconds to wait before the next.
+        Blocking (a short write transaction): call it from a thread."""
+        return self.outbox.run(_take, tenant_id, self.limit, utcnow())
+
+
+def _take(session: Session, tenant_id: uuid.UUID, limit: int, now: datetime) -> float | None:
+    lock_scope(session, tenant_id, SCOPE)
+    allowed = allowance(session, tenant_id, SCOPE, ConnectionLimits(per_minute=limit), 1, now)
+    if allowed.granted == 0:
+        reopen = allowed.reopen_at or now
+        return float(max(1, math.ceil((reopen - now).total_seconds())))
+    record_sends(session, tenant_id, SCOPE, 1, now)
+    return None

@@ -162,7 +162,7 @@ class Runtime:
                 sessions=sessions,
                 reader=reader,
                 keys=KeyCache(settings.key_cache_seconds),
-                limiter=RateLimiter(settings.test_rate_per_minute),
+                limiter=RateLimiter(outbox, settings.test_rate_per_minute),
                 metrics=Metrics(reader),
                 worker_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
             )

@@ -341,7 +341,7 @@ async def run_test(
     sets needs_attention with the diagnosis.
     """
     tenant_id = tenant_of(principal)
-    rate_limited(runtime, principal)
+    await rate_limited(runtime, principal)
     settings, secret, _provider = await run_in_threadpool(
         _load_for_test, runtime, tenant_id, connection_id
     )

@@ -26,7 +26,7 @@ async def discover(
 
     Autoconfig fetches go through the network guard.
     """
-    rate_limited(runtime, principal)
+    await rate_limited(runtime, principal)
     result = await run_discovery(
         address,
         nameserver=runtime.settings.dns_nameserver,
