@@ -66,7 +66,7 @@ from mailconnect.outbox.wakeup import CHANNEL, wake_local
 from mailconnect.store.connections import list_connections, require_connection
 from mailconnect.store.models import Connection, Message, MessageRecipient
 from mailconnect.store.states import ConnectionStatus, MessageState, RecipientState
-from mailconnect.store.tenants import require_tenant
+from mailconnect.store.tenants import require_tenant_id
 from mailconnect.store.types import utcnow
 
 __all__ = ["EnqueueItem", "Enqueued", "enqueue", "enqueue_many"]
@@ -186,7 +186,7 @@ def _enqueue(
     items: list[EnqueueItem],
     default_connection: uuid.UUID | None,
 ) -> list[Enqueued]:
-    require_tenant(session, tenant_id)
+    require_tenant_id(session, tenant_id)
     chooser = _Connections(session, tenant_id)
     now = utcnow()
     expires_at = now + outbox.retry.lifetime

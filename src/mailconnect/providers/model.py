@@ -6,6 +6,7 @@ answers questions about it: which provider a host, an MX or a domain belongs to.
 
 from __future__ import annotations
 
+import functools
 import re
 from functools import cached_property
 from typing import Annotated, Literal
@@ -280,8 +281,13 @@ class Catalogue(_Strict):
 
 def host_matches(pattern: str, host: str) -> bool:
     """Glob match on host names: ``*`` stands for one or more characters of a name."""
-    regex = "^" + re.escape(pattern).replace(r"\*", r"[a-z0-9.-]+") + "$"
-    return re.match(regex, host.rstrip(".").lower()) is not None
+    return _compiled(pattern).match(host.rstrip(".").lower()) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # The catalogue's patterns are few and fixed; every enqueue asks about its host.
+    return re.compile("^" + re.escape(pattern).replace(r"\*", r"[a-z0-9.-]+") + "$")
 
 
 def _checked_pattern(pattern: str) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "get_tenant_by_external_id",
     "list_tenants",
     "require_tenant",
+    "require_tenant_id",
 ]
 
 _MAX_TEXT = 200
@@ -55,6 +56,13 @@ def require_tenant(session: Session, tenant_id: uuid.UUID) -> Tenant:
     if tenant is None:
         raise NotFound("tenant", tenant_id)
     return tenant
+
+
+def require_tenant_id(session: Session, tenant_id: uuid.UUID) -> None:
+    """:func:`require_tenant` when only its existence matters: one indexed lookup, no object
+    loaded (enqueue checks this on every call)."""
+    if session.scalar(select(Tenant.id).where(Tenant.id == tenant_id)) is None:
+        raise NotFound("tenant", tenant_id)
 
 
 def get_tenant_by_external_id(session: Session, external_id: str) -> Tenant | None:
