@@ -373,7 +373,8 @@ def workers(
     """The CLI worker in ``processes`` child processes at once, delivering ``count`` messages
     enqueued beforehand (into SQLite unless ``url`` names another database): the row, the first
     child's peak RSS, and the most sessions the sink saw open at once."""
-    database = "SQLite" if url is None else "PostgreSQL"
+    url_given = url is not None
+    database = "PostgreSQL" if url_given else "SQLite"
     url = url or f"sqlite:///{data_dir / 'workers.db'}"
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
@@ -391,8 +392,9 @@ def workers(
     command = [sys.executable, "-c", WORKER_COMMAND, "--once", "--no-guard", "--json"]
     command += ["--concurrency", str(sessions)]
     outputs = [(data_dir / f"worker{n}.out", data_dir / f"worker{n}.err") for n in range(processes)]
-    postgres = database == "PostgreSQL"
-    server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
+    # The sink only: the children's PostgreSQL backends exit with them, taking their CPU
+    # counters out of /proc before they could be read.
+    server_before = sink.cpu()
     cpu = 0.0
     start = time.perf_counter()
     children = []
@@ -423,8 +425,8 @@ def workers(
         count,
         seconds,
         cpu,
-        sink.cpu() + (_postgres_cpu() if postgres else 0.0) - server_before,
-        "delivery only, with process start",
+        sink.cpu() - server_before,
+        "delivery only, with process start" + ("; server: the sink only" if url_given else ""),
     )
     return row, watch.peak_mb, watch.peak_sessions
 
