@@ -16,6 +16,7 @@ from mailconnect.diagnosis import Failure, Stage
 from mailconnect.netguard import GuardPolicy, PinnedTarget, resolve_and_check
 from mailconnect.settings import Security, parse_host
 from mailconnect.smtp import (
+    Pipelined,
     ReplyFormatError,
     SessionError,
     SmtpSession,
@@ -122,7 +123,7 @@ async def _session(port: int, security: Security = Security.STARTTLS) -> SmtpSes
     return session
 
 
-async def _send(session: SmtpSession, *rcpt: str) -> object:
+async def _send(session: SmtpSession, *rcpt: str) -> Pipelined:
     return await session.transaction(
         "jobs@acme.com", ["SIZE=60"], list(rcpt), MESSAGE, timeout=2, data_timeout=2
     )
@@ -134,9 +135,9 @@ async def test_one_write_for_the_envelope_over_starttls_then_the_session_goes_on
         session = await _session(fake.port)
         assert session.pipelining
         replies = await _send(session, "ann@example.com", "gone@example.com")
-        assert [r.code for r in replies.rcpt] == [250, 550]  # type: ignore[attr-defined]
-        assert replies.data.code == 354  # type: ignore[attr-defined]
-        assert replies.final.code == 250  # type: ignore[attr-defined]
+        assert [r.code for r in replies.rcpt] == [250, 550]
+        assert replies.data.code == 354
+        assert replies.final.code == 250
         # aiosmtplib has the connection back: the next commands go through it.
         assert (await session.rset(timeout=2)).code == 250
         await session.quit(timeout=2)
@@ -157,7 +158,7 @@ async def test_no_recipient_accepted_but_354_ends_with_a_lone_dot() -> None:
     async with fake_server(Script(replies={"RCPT": "550 5.1.1 no such user"})) as fake:
         session = await _session(fake.port)
         replies = await _send(session, "gone@example.com")
-        assert replies.data.code == 354  # type: ignore[attr-defined]
+        assert replies.data.code == 354
         await session.quit(timeout=2)
     assert b"Subject: hello" not in fake.received
 

@@ -8,6 +8,7 @@ Modules, one concept each:
 - ``_tls``: the TLS policy (verification on by default, TLS 1.2 minimum) and :class:`TlsInfo`;
 - ``_injection``: the STARTTLS injection check;
 - ``_pipeline``: PIPELINING (RFC 2920): the reply reader and its strict parser;
+- ``_finaldot``: whether a message's final "." may have left (deferred or uncertain);
 - ``_capabilities``, ``_mechanisms``, ``_transcript``, ``_errors``: pure decisions (EHLO parsing,
   AUTH mechanism choice and payloads, transcript redaction, error classification).
 """
@@ -15,6 +16,7 @@ Modules, one concept each:
 from mailconnect.smtp._capabilities import Capabilities, parse_ehlo
 from mailconnect.smtp._connect import Connected, connect_pinned, ehlo_literal
 from mailconnect.smtp._errors import Reply, SessionError, classify
+from mailconnect.smtp._finaldot import FinalDot
 from mailconnect.smtp._injection import ReceiveTap, bytes_after_reply
 from mailconnect.smtp._mechanisms import (
     Exchange,
@@ -40,6 +42,7 @@ __all__ = [
     "Connected",
     "Direction",
     "Exchange",
+    "FinalDot",
     "Mechanism",
     "Pipelined",
     "ReceiveTap",

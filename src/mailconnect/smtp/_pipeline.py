@@ -10,13 +10,15 @@ STARTTLS, AUTH) and after (RSET, QUIT) stays with aiosmtplib.
 is not SMTP (the message itself goes out through
 :func:`mailconnect.compose.dot_stuff_for_wire`). The reader also
 answers the question the outbox needs after a failure: did the final "." leave this machine
-(see :mod:`mailconnect.outbox.datawatch`, whose rule it follows)?
+(:mod:`mailconnect.smtp._finaldot`)?
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+
+from mailconnect.smtp._finaldot import FinalDot
 
 __all__ = ["MAX_REPLY_LINE", "ReplyFormatError", "ReplyReader", "parse_replies"]
 
@@ -84,38 +86,27 @@ class ReplyReader(asyncio.Protocol):
         self._replies: collections.deque[tuple[int, str]] = collections.deque()
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._tls = transport.get_extra_info("ssl_object") is not None
-        self._body_written = False
-        self._flushed = False
+        self._final_dot = FinalDot(transport)
 
     # -- the final "." -----------------------------------------------------------------------
 
     @property
     def final_dot_may_have_left(self) -> bool:
-        """False while the message was not handed over, or (plain TCP) some of it was still in
-        the transport's buffer; True otherwise (over TLS the buffer cannot be seen)."""
-        return self._body_written and (self._flushed or self._tls)
+        return self._final_dot.may_have_left
 
     def write_body(self, payload: bytes) -> None:
-        transport = self.transport
-        if not self._tls:
-            # Report the moment the buffer is empty (high-water 0: pause while anything waits).
-            transport.set_write_buffer_limits(high=0, low=0)
-        transport.write(payload)
-        self._body_written = True
-        if self._tls or transport.get_write_buffer_size() == 0:
-            self._flushed = True
+        self._final_dot.before()
+        self.transport.write(payload)
+        self._final_dot.handed_over()
 
     def restore_limits(self) -> None:
-        if not self._tls and not self.transport.is_closing():
-            self.transport.set_write_buffer_limits()  # back to the defaults
+        self._final_dot.restore()
 
     def pause_writing(self) -> None:
         pass
 
     def resume_writing(self) -> None:
-        if self._body_written:
-            self._flushed = True
+        self._final_dot.drained()
 
     # -- replies -----------------------------------------------------------------------------
 
