@@ -19,11 +19,11 @@ from mailconnect.outbox.claim import Claimed, claim, recover, release, renew
 from mailconnect.outbox.limits import acquire_session_slot, release_session_slot
 from mailconnect.outbox.records import (
     AttemptRecord,
+    Finished,
     RecipientUpdate,
     Settlement,
     discard_attempts,
-    finish,
-    open_attempt,
+    finish_many,
     open_attempts,
 )
 from mailconnect.store import Attempt, AttemptOutcome, Message, SessionLease
@@ -68,15 +68,29 @@ def _expire_leases(env: OutboxEnv) -> None:
 
 def _open(env: OutboxEnv, claimed: Claimed, owner: str) -> uuid.UUID | None:
     with env.outbox.transaction() as session:
-        return open_attempt(
+        opened = open_attempts(
             session,
-            claimed,
-            number=claimed.attempt_count + 1,
+            [(claimed, claimed.attempt_count + 1)],
             owner=owner,
             lease_until=utcnow() + timedelta(seconds=60),
             started_at=utcnow(),
             server_address="127.0.0.1:25",
         )
+    return opened.get(claimed.id)
+
+
+def _finish(
+    env: OutboxEnv,
+    claimed: Claimed,
+    attempt_id: uuid.UUID | None,
+    record: AttemptRecord,
+    recipients: list[RecipientUpdate],
+    settlement: Settlement,
+) -> bool:
+    """Store one attempt's result; whether the lease was still held."""
+    done = Finished(claimed, attempt_id, record, recipients, settlement)
+    with env.outbox.transaction() as session:
+        return finish_many(session, [done], utcnow())[0]
 
 
 def _record(owner: str, outcome: AttemptOutcome) -> AttemptRecord:
@@ -168,16 +182,14 @@ def test_a_worker_that_lost_its_lease_cannot_send(outbox_env: OutboxEnv) -> None
         recover(session, utcnow())
     (fast,) = _claim(outbox_env, connection, "fast")
     assert _open(outbox_env, slow, "slow") is None  # fenced: do not send DATA
-    with outbox_env.outbox.transaction() as session:
-        written = finish(
-            session,
-            slow,
-            attempt_id=None,
-            record=_record("slow", AttemptOutcome.DEFERRED),
-            recipients=[],
-            settlement=Settlement(MessageState.DEFERRED, "late", utcnow()),
-            now=utcnow(),
-        )
+    written = _finish(
+        outbox_env,
+        slow,
+        None,
+        _record("slow", AttemptOutcome.DEFERRED),
+        [],
+        Settlement(MessageState.DEFERRED, "late", utcnow()),
+    )
     assert not written
     view = outbox_env.view(message)
     assert view.state is MessageState.SENDING
@@ -193,16 +205,14 @@ def test_a_late_real_result_replaces_recoverys_guess(outbox_env: OutboxEnv) -> N
     with outbox_env.outbox.transaction() as session:
         recover(session, utcnow())
     assert outbox_env.view(message).state is MessageState.UNCERTAIN
-    with outbox_env.outbox.transaction() as session:
-        written = finish(
-            session,
-            claimed,
-            attempt_id=attempt,
-            record=_record("slow", AttemptOutcome.SENT),
-            recipients=[RecipientUpdate(0, RecipientState.ACCEPTED, 250, "2.0.0", "Ok")],
-            settlement=Settlement(MessageState.SENT, None),
-            now=utcnow(),
-        )
+    written = _finish(
+        outbox_env,
+        claimed,
+        attempt,
+        _record("slow", AttemptOutcome.SENT),
+        [RecipientUpdate(0, RecipientState.ACCEPTED, 250, "2.0.0", "Ok")],
+        Settlement(MessageState.SENT, None),
+    )
     assert not written  # the lease was gone, but the truth is stored
     view = outbox_env.view(message)
     assert view.state is MessageState.SENT

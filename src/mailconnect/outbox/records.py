@@ -43,12 +43,10 @@ __all__ = [
     "Settlement",
     "discard_attempts",
     "expire_claimed",
-    "finish",
     "finish_many",
     "hold_connection",
     "load_outgoing",
     "load_outgoing_many",
-    "open_attempt",
     "open_attempts",
 ]
 
@@ -198,28 +196,6 @@ def load_outgoing_many(
     return found
 
 
-def open_attempt(
-    session: Session,
-    claimed: Claimed,
-    *,
-    number: int,
-    owner: str,
-    lease_until: datetime,
-    started_at: datetime,
-    server_address: str | None,
-) -> uuid.UUID | None:
-    """Record that DATA is about to start; None when the lease is lost (then do not send)."""
-    opened = open_attempts(
-        session,
-        [(claimed, number)],
-        owner=owner,
-        lease_until=lease_until,
-        started_at=started_at,
-        server_address=server_address,
-    )
-    return opened.get(claimed.id)
-
-
 def open_attempts(
     session: Session,
     messages: Sequence[tuple[Claimed, int]],
@@ -229,8 +205,10 @@ def open_attempts(
     started_at: datetime,
     server_address: str | None,
 ) -> dict[uuid.UUID, uuid.UUID]:
-    """:func:`open_attempt` for several messages (claimed, attempt number) in one transaction:
-    message id -> attempt id, for the messages whose lease this worker still holds."""
+    """Record that the messages (claimed, attempt number) are about to be sent, in one
+    transaction: an attempt row without outcome each, inserted only if this worker still holds
+    the message's lease (extended at the same time). Returns message id -> attempt id for
+    those; a message missing from it lost its lease: do not send it."""
     if not messages:
         return {}
     held = _held(session, [claimed.id for claimed, _ in messages], {owner})
@@ -332,26 +310,12 @@ class Finished:
     settlement: Settlement
 
 
-def finish(
-    session: Session,
-    claimed: Claimed,
-    *,
-    attempt_id: uuid.UUID | None,
-    record: AttemptRecord,
-    recipients: Sequence[RecipientUpdate],
-    settlement: Settlement,
-    now: datetime,
-) -> bool:
-    """Store the attempt and its consequences. False when the lease was lost meanwhile: the
-    recipients' and the attempt's results are still stored (they are facts), and the message's
-    state too if recovery had only guessed it (``uncertain`` from this very attempt)."""
-    done = Finished(claimed, attempt_id, record, recipients, settlement)
-    return finish_many(session, [done], now)[0]
-
-
 def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> list[bool]:
-    """:func:`finish` for several attempts in a few statements (one per kind of row, each
-    executed for many rows at once); whether each lease was still held."""
+    """Store each attempt and its consequences, in a few statements (one per kind of row, each
+    executed for many rows at once). Returns, per attempt, whether the lease was still held;
+    when it was lost, the recipients' and the attempt's results are still stored (they are
+    facts), and the message's state too if recovery had only guessed it (``uncertain`` from this
+    very attempt)."""
     if not done:
         return []
     held_ids = _held(
