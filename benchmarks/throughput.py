@@ -514,7 +514,7 @@ def main() -> None:
     parser.add_argument("--memory-sessions", type=int, default=50, help="sessions: memory run")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
-        "--processes", type=int, default=2, help="worker processes: scale-out run (SQLite)"
+        "--processes", type=int, default=2, help="worker processes for the scale-out rows (0: none)"
     )
     args = parser.parse_args()
     for program in (SMTP_SINK, SMTP_SOURCE):
@@ -547,11 +547,12 @@ def main() -> None:
             )
             results.memory_sessions = args.memory_sessions
             results.rows.append(row)
-            row, _, _ = workers(
-                sink, base / "processes", args.messages, args.sessions, args.processes
-            )
-            results.rows.append(row)
-            if not args.no_postgres:
+            if args.processes > 0:
+                row, _, _ = workers(
+                    sink, base / "processes", args.messages, args.sessions, args.processes
+                )
+                results.rows.append(row)
+            if args.processes > 0 and not args.no_postgres:
                 with postgres_database() as postgres:
                     if postgres is not None:
                         row, _, _ = workers(

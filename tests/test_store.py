@@ -43,7 +43,6 @@ from mailconnect.store import (
     list_connections,
     list_tenants,
     load_secret,
-    open_database,
     require_connection,
     rotate_secrets,
     session_factory,
@@ -168,10 +167,8 @@ def test_config_is_immutable(env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = open_database(database_url)
-    yield engine
-    engine.dispose()
+def engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
 
 
 @pytest.fixture

@@ -27,7 +27,9 @@ from typing import NoReturn
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
+
+from mailconnect.store import open_database
 
 __all__ = ["POSTGRES_URL_VARIABLE", "database_url", "postgres_database", "postgres_schema"]
 
@@ -81,6 +83,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with postgres_schema(request.getfixturevalue("postgres_database"), "test") as url:
         yield url
+
+
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on ``database_url`` with every migration applied (``open_database``)."""
+    engine = open_database(database_url)
+    yield engine
+    engine.dispose()
 
 
 @contextmanager

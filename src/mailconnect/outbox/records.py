@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed
 from mailconnect.outbox.limits import table_of
+from mailconnect.store.bulk import execute_many
 from mailconnect.store.connections import set_connection_status
 from mailconnect.store.models import Attempt, Message, MessageRecipient
 from mailconnect.store.states import (
@@ -51,8 +52,9 @@ __all__ = [
 ]
 
 _SENDING = MessageState.SENDING
-# The hot path (two statements per message) uses prebuilt Core statements with bound
-# parameters: SQLAlchemy then reuses their compiled form instead of rebuilding them each time.
+# The hot path uses prebuilt Core statements with bound parameters, run on the session's
+# connection (not through the ORM) or with execute_many: SQLAlchemy then reuses their compiled
+# form instead of rebuilding them each time.
 _messages = table_of(Message)
 _attempts = table_of(Attempt)
 _recipients = table_of(MessageRecipient)
@@ -72,10 +74,37 @@ _HELD_AMONG = (
     .order_by(_messages.c.id)
     .with_for_update()
 )
+_RECIPIENTS_OF = (
+    select(
+        _recipients.c.message_id,
+        _recipients.c.position,
+        _recipients.c.address,
+        _recipients.c.state,
+    )
+    .where(
+        _recipients.c.tenant_id == bindparam("b_tenant"),
+        _recipients.c.message_id.in_(bindparam("b_ids", expanding=True)),
+    )
+    .order_by(_recipients.c.message_id, _recipients.c.position)
+)
+_CONTENT_OF = select(
+    _messages.c.id,
+    _messages.c.content,
+    _messages.c.envelope_from,
+    _messages.c.smtputf8,
+    _messages.c.size_bytes,
+).where(
+    _messages.c.tenant_id == bindparam("b_tenant"),
+    _messages.c.id.in_(bindparam("b_ids", expanding=True)),
+)
 _OPEN_LEASE = (
     _messages.update()
     .where(_HELD_BY_ME)
-    .values(attempt_count=bindparam("b_number"), lease_until=bindparam("b_until"))
+    .values(
+        attempt_count=bindparam("b_number"),
+        lease_until=bindparam("b_until"),
+        updated_at=bindparam("b_started"),
+    )
 )
 _OPEN_ATTEMPT = _attempts.insert().values(
     id=bindparam("b_attempt"),
@@ -167,25 +196,14 @@ def load_outgoing_many(
         return {}
     wanted = list(ids)
     recipients: dict[uuid.UUID, list[tuple[int, str, RecipientState]]] = {i: [] for i in wanted}
-    rows = session.execute(
-        select(
-            MessageRecipient.message_id,
-            MessageRecipient.position,
-            MessageRecipient.address,
-            MessageRecipient.state,
-        )
-        .where(MessageRecipient.tenant_id == tenant_id, MessageRecipient.message_id.in_(wanted))
-        .order_by(MessageRecipient.message_id, MessageRecipient.position)
-    )
-    for message_id, position, address, state in rows:
+    connection = session.connection()
+    params = {"b_tenant": tenant_id, "b_ids": wanted}
+    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF, params):
         recipients[message_id].append((position, address, state))
     found: dict[uuid.UUID, Outgoing] = {}
-    messages = session.execute(
-        select(
-            Message.id, Message.content, Message.envelope_from, Message.smtputf8, Message.size_bytes
-        ).where(Message.tenant_id == tenant_id, Message.id.in_(wanted))
-    )
-    for message_id, content, envelope_from, smtputf8, size in messages:
+    for message_id, content, envelope_from, smtputf8, size in connection.execute(
+        _CONTENT_OF, params
+    ):
         found[message_id] = Outgoing(
             content=content,
             envelope_from=envelope_from,
@@ -231,15 +249,16 @@ def open_attempts(
             }
         )
     if rows:
-        session.execute(_OPEN_LEASE, rows)
-        session.execute(_OPEN_ATTEMPT, rows)
+        execute_many(session, _OPEN_LEASE, rows)
+        execute_many(session, _OPEN_ATTEMPT, rows)
     return opened
 
 
 def _held(session: Session, ids: Sequence[uuid.UUID], owners: set[str]) -> set[uuid.UUID]:
     """Which of these messages one of ``owners`` holds (``sending`` under its lease), locked
     until the transaction ends (PostgreSQL; SQLite's writer holds the whole database)."""
-    return set(session.scalars(_HELD_AMONG, {"b_ids": list(ids), "b_owners": list(owners)}))
+    params = {"b_ids": list(ids), "b_owners": list(owners)}
+    return set(session.connection().execute(_HELD_AMONG, params).scalars())
 
 
 def discard_attempts(
@@ -354,7 +373,7 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
         _late_result(session, item.claimed, item.attempt_id, values)
     for reschedule, rows in settle.items():
         if rows:
-            session.execute(_SETTLE_AND_RESCHEDULE if reschedule else _SETTLE, rows)
+            execute_many(session, _SETTLE_AND_RESCHEDULE if reschedule else _SETTLE, rows)
     stored = [item for item, kept in zip(done, held, strict=True) if kept or item.attempt_id]
     _store_attempts(session, stored)
     _store_recipients(session, stored, now)
@@ -411,9 +430,9 @@ def _store_attempts(session: Session, done: Sequence[Finished]) -> None:
             }
         )
     if closing:
-        session.execute(_CLOSE_ATTEMPT, closing)
+        execute_many(session, _CLOSE_ATTEMPT, closing)
     if whole:
-        session.execute(_WHOLE_ATTEMPT, whole)
+        execute_many(session, _WHOLE_ATTEMPT, whole)
 
 
 def _store_recipients(session: Session, done: Sequence[Finished], now: datetime) -> None:
@@ -432,7 +451,7 @@ def _store_recipients(session: Session, done: Sequence[Finished], now: datetime)
         for change in item.recipients
     ]
     if rows:
-        session.execute(_RECIPIENT, rows)
+        execute_many(session, _RECIPIENT, rows)
 
 
 def expire_claimed(session: Session, claimed: Claimed, owner: str, now: datetime) -> bool:

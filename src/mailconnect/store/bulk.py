@@ -1,0 +1,123 @@
+"""One prebuilt statement executed for many rows, without SQLAlchemy's work per row.
+
+``session.execute(statement, rows)`` compiles from a cache, then builds and type-converts every
+row in Python (the bind processors, called through several layers per value): for the outbox's
+hot statements that cost more than the database's own work. :func:`execute_many` compiles the
+statement once per dialect (and set of keys), keeps its SQL text, parameter order and
+converters, converts each value with the column type's own converter (so what is stored is
+exactly what SQLAlchemy would store), and hands the rows to the driver through the session's
+connection and transaction (``exec_driver_sql``: the same error wrapping, the same events).
+
+Only plain INSERT and UPDATE (and DELETE) statements without RETURNING and without expanding
+``IN`` parameters; a column default computed in Python (``default=``/``onupdate=`` callables)
+is not run here, so every such column must be given in the rows: a missing one raises. The
+statements are module constants: their compiled forms are kept for the life of the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
+
+__all__ = ["execute_many"]
+
+_Convert = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    sql: str
+    names: tuple[str, ...]  # the parameters, in the driver's order when it is positional
+    keys: tuple[str, ...]  # the row key each parameter takes its value from
+    driver_names: tuple[str, ...]  # the names in the SQL text, when it is not positional
+    positional: bool
+    converters: tuple[_Convert | None, ...]
+    fixed: Mapping[str, Any]  # values compiled into the statement, already converted
+    required: frozenset[str]  # what every row must give
+
+
+_prepared: dict[tuple[ClauseElement, str, tuple[str, ...]], _Prepared] = {}
+
+
+def _prepare(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+    compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
+    if getattr(compiled, "returning", None) or getattr(compiled, "_numeric_binds", False):
+        raise ValueError("execute_many takes plain INSERT, UPDATE and DELETE statements")
+    names: tuple[str, ...] = tuple(compiled.positiontup or compiled.binds)
+    converters: list[_Convert | None] = []
+    fixed: dict[str, Any] = {}
+    required: set[str] = set()
+    given = set(keys)
+    prefetched = {
+        column.key
+        for column in [
+            *getattr(compiled, "insert_prefetch", ()),
+            *getattr(compiled, "update_prefetch", ()),
+        ]
+    }
+    for name in names:
+        bind = compiled.binds[name]
+        if bind.expanding:
+            raise ValueError(f"execute_many cannot expand the IN parameter {name!r}")
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        converters.append(convert)
+        if bind.key in given:
+            continue
+        if bind.callable is None and not bind.required and bind.key not in prefetched:
+            value = bind.value
+            fixed[name] = convert(value) if convert is not None and value is not None else value
+        else:
+            required.add(bind.key)
+    return _Prepared(
+        sql=compiled.string,
+        names=names,
+        keys=tuple(compiled.binds[name].key for name in names),
+        driver_names=tuple(compiled.escaped_bind_names.get(name, name) for name in names),
+        positional=compiled.positiontup is not None,
+        converters=tuple(converters),
+        fixed=fixed,
+        required=frozenset(required),
+    )
+
+
+def execute_many(
+    session: Session, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Execute ``statement`` once per row (every row with the same keys), in the session's
+    transaction; returns the rows the database reports as affected."""
+    if not rows:
+        return 0
+    connection = session.connection()
+    keys = tuple(rows[0])
+    cache_key = (statement, connection.dialect.name, keys)
+    prepared = _prepared.get(cache_key)
+    if prepared is None:
+        prepared = _prepared[cache_key] = _prepare(statement, connection.dialect, keys)
+    missing = prepared.required - set(keys)
+    if missing:
+        raise ValueError(f"execute_many: every row must give {', '.join(sorted(missing))}")
+    fixed = prepared.fixed
+    plan = [
+        (key, fixed.get(name), name in fixed, convert)
+        for name, key, convert in zip(
+            prepared.names, prepared.keys, prepared.converters, strict=True
+        )
+    ]
+    converted: list[Any] = []
+    for row in rows:
+        values = [
+            value if is_fixed else (convert(row[key]) if convert is not None else row[key])
+            for key, value, is_fixed, convert in plan
+        ]
+        converted.append(
+            tuple(values)
+            if prepared.positional
+            else dict(zip(prepared.driver_names, values, strict=True))
+        )
+    result = connection.exec_driver_sql(prepared.sql, converted)
+    return int(result.rowcount)

@@ -1,0 +1,193 @@
+"""store.bulk.execute_many and the SQLite timestamp converters, against real databases.
+
+What ``execute_many`` writes must be exactly what ``session.execute`` writes (it is a faster way
+to the same rows); the SQLite timestamp text must be exactly SQLAlchemy's own, so that rows
+written before and after compare and sort alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import DateTime, bindparam, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from mailconnect.outbox.limits import table_of
+from mailconnect.settings import ConnectionSettings
+from mailconnect.store import create_connection, create_tenant, session_factory
+from mailconnect.store.bulk import execute_many
+from mailconnect.store.models import Message
+from mailconnect.store.states import MessageState
+from mailconnect.store.types import UTCDateTime
+
+_messages = table_of(Message)
+_INSERT = _messages.insert()
+_SETTLE = (
+    _messages.update()
+    .where((_messages.c.id == bindparam("b_id")) & (_messages.c.state == MessageState.QUEUED))
+    .values(state=bindparam("b_state"), state_reason=None, updated_at=bindparam("b_now"))
+)
+_NO_UPDATED_AT = _messages.update().where(_messages.c.id == bindparam("b_id")).values(size_bytes=1)
+
+
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
+
+
+@pytest.fixture
+def tenant_id(engine: Engine) -> uuid.UUID:
+    """A tenant with one connection (its id is the tenant's: see _row)."""
+    with session_factory(engine)() as session, session.begin():
+        tenant = create_tenant(session, external_id="bulk", name="Bulk")
+        settings = ConnectionSettings.parse(
+            host="127.0.0.1", port=2525, security="none", auth="none", sender="jobs@acme.example"
+        )
+        connection = create_connection(session, tenant.id, name="c", settings=settings)
+        _connections[tenant.id] = connection.id
+        return tenant.id
+
+
+_connections: dict[uuid.UUID, uuid.UUID] = {}
+
+
+def _row(tenant_id: uuid.UUID, index: int, now: datetime) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "tenant_id": tenant_id,
+        "connection_id": _connections[tenant_id],
+        "idempotency_key": None,
+        "message_id_header": f"<{index}@bulk.example>",
+        "envelope_from": "jobs@acme.example",
+        "subject": f"Subject {index} with ünïcode",
+        "content": b"Subject: x\r\n\r\nbody\r\n",
+        "size_bytes": 20,
+        "smtputf8": index % 2 == 0,
+        "state": MessageState.QUEUED,
+        "state_reason": None,
+        "attempt_count": 0,
+        "next_attempt_at": now + timedelta(microseconds=index),
+        "expires_at": now + timedelta(days=3),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _read_back(session: Session, ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
+    columns = [c for c in _messages.c if c.key != "id"]
+    rows = session.execute(select(*columns).where(_messages.c.id.in_(ids)).order_by(_messages.c.id))
+    return [tuple(row) for row in rows]
+
+
+def test_execute_many_writes_what_session_execute_writes(
+    engine: Engine, tenant_id: uuid.UUID
+) -> None:
+    now = datetime(2026, 11, 27, 8, 0, 0, 0, tzinfo=UTC)  # a zero microsecond: the padded form
+    fast = [_row(tenant_id, i, now) for i in range(5)]
+    slow = [{**row, "id": uuid.uuid4()} for row in fast]
+    with session_factory(engine)() as session, session.begin():
+        execute_many(session, _INSERT, fast)
+        session.execute(_INSERT, slow)
+    with session_factory(engine)() as session:
+        fast_rows = _read_back(session, [r["id"] for r in fast])
+        slow_rows = _read_back(session, [r["id"] for r in slow])
+        assert sorted(fast_rows, key=str) == sorted(slow_rows, key=str)
+        assert len(fast_rows) == 5
+        # and the timestamps compare equal in SQL, whichever way they were written
+        same = session.scalar(
+            select(_messages.c.id).where(
+                _messages.c.id == fast[0]["id"], _messages.c.created_at == now
+            )
+        )
+        assert same == fast[0]["id"]
+
+
+def test_execute_many_updates_only_matching_rows_and_counts_them(
+    engine: Engine, tenant_id: uuid.UUID
+) -> None:
+    now = datetime.now(UTC)
+    rows = [_row(tenant_id, i, now) for i in range(4)]
+    rows[3]["state"] = MessageState.HELD
+    with session_factory(engine)() as session, session.begin():
+        execute_many(session, _INSERT, rows)
+        later = now + timedelta(seconds=5)
+        changed = execute_many(
+            session,
+            _SETTLE,
+            [{"b_id": r["id"], "b_state": MessageState.SENT, "b_now": later} for r in rows],
+        )
+    assert changed == 3  # the held one did not match the WHERE
+    with session_factory(engine)() as session:
+        states = dict(session.execute(select(_messages.c.id, _messages.c.state)).all())
+        stamps = dict(session.execute(select(_messages.c.id, _messages.c.updated_at)).all())
+    assert [states[r["id"]] for r in rows] == [MessageState.SENT] * 3 + [MessageState.HELD]
+    assert stamps[rows[0]["id"]] == later
+    assert stamps[rows[3]["id"]] == now
+
+
+def test_execute_many_refuses_rows_missing_a_value(engine: Engine, tenant_id: uuid.UUID) -> None:
+    now = datetime.now(UTC)
+    row = _row(tenant_id, 0, now)
+    with session_factory(engine)() as session, session.begin():
+        execute_many(session, _INSERT, [row])
+        # updated_at has an onupdate default, which execute_many does not compute
+        with pytest.raises(ValueError, match="updated_at"):
+            execute_many(session, _NO_UPDATED_AT, [{"b_id": row["id"]}])
+        with pytest.raises(ValueError, match="b_now"):
+            execute_many(session, _SETTLE, [{"b_id": row["id"], "b_state": MessageState.SENT}])
+
+
+def test_execute_many_refuses_what_it_cannot_do(engine: Engine) -> None:
+    expanding = _messages.delete().where(_messages.c.id.in_(bindparam("ids", expanding=True)))
+    returning = _messages.insert().returning(_messages.c.id)
+    with session_factory(engine)() as session, session.begin():
+        with pytest.raises(ValueError, match="expand"):
+            execute_many(session, expanding, [{"ids": [uuid.uuid4()]}])
+        with pytest.raises(ValueError, match="plain"):
+            execute_many(session, returning, [{"id": uuid.uuid4()}])
+        assert execute_many(session, _INSERT, []) == 0
+
+
+# -- the SQLite timestamp converters -----------------------------------------------------------
+
+_SQLITE = sqlite.dialect()
+_OURS_IN = UTCDateTime().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+_OURS_OUT = UTCDateTime().dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+_STOCK_IN = DateTime().dialect_impl(_SQLITE).bind_processor(_SQLITE)
+_ZONES = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-23 * 60, 23 * 60)
+)
+
+
+@given(
+    st.datetimes(timezones=_ZONES, min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30))
+)
+def test_sqlite_timestamps_are_sqlalchemys_text_and_read_back_as_the_same_instant(
+    moment: datetime,
+) -> None:
+    assert _OURS_IN is not None
+    assert _OURS_OUT is not None
+    assert _STOCK_IN is not None
+    stored = _OURS_IN(moment)
+    assert stored == _STOCK_IN(moment.astimezone(UTC).replace(tzinfo=None))
+    back = _OURS_OUT(stored)
+    assert back == moment
+    assert back.tzinfo is UTC
+
+
+def test_sqlite_timestamps_refuse_naive_values_and_read_the_short_forms() -> None:
+    assert _OURS_IN is not None
+    assert _OURS_OUT is not None
+    with pytest.raises(ValueError, match="naive"):
+        _OURS_IN(datetime(2026, 11, 27, 8, 0))
+    assert _OURS_IN(None) is None
+    assert _OURS_OUT(None) is None
+    # what SQLite's CURRENT_TIMESTAMP writes (no fraction)
+    assert _OURS_OUT("2026-11-27 08:00:00") == datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
