@@ -14,6 +14,10 @@ mailconnect     end to end: ``enqueue_many`` of N messages (one durable transact
                 on SQLite with ``synchronous=FULL``), then ``run_worker(once=True)`` with SESSIONS
                 sessions until every message is sent and marked ``sent`` (checked with a count).
                 On SQLite, and on PostgreSQL in a fresh database (127.0.0.1:5432, dropped after).
+floors          where the time of the end-to-end rows goes: the same SMTP exchange with nothing
+                else (asyncio, prebuilt messages, no database, transcript or judgement), and
+                the worker's database work with no SMTP (its own claim, load, open and store
+                functions, one thread, batches and windows as the worker makes them).
 memory          ``mailconnect worker --once --concurrency 50`` (the CLI command, a child process)
                 delivering N messages from SQLite; its peak RSS (VmHWM in /proc, sampled every
                 5 ms), and the most sessions the sink saw open at once.
@@ -52,6 +56,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -64,9 +69,23 @@ from mailconnect.config import load_config
 from mailconnect.findings import Severity, blocking
 from mailconnect.netguard import GuardPolicy
 from mailconnect.outbox import MessageState, Outbox, enqueue_many, run_worker
+from mailconnect.outbox.claim import Claimed, claim
+from mailconnect.outbox.records import (
+    AttemptRecord,
+    Finished,
+    Outgoing,
+    RecipientUpdate,
+    Settlement,
+    finish_many,
+    load_outgoing_many,
+    open_attempts,
+)
+from mailconnect.outbox.worker import DEFAULT_WINDOW
 from mailconnect.rules import lint
 from mailconnect.settings import ConnectionSettings
 from mailconnect.store import Message, create_connection, create_tenant
+from mailconnect.store.states import AttemptOutcome, RecipientState
+from mailconnect.store.types import utcnow
 
 HOST = "127.0.0.1"
 SENDER = "bench@acme.example"
@@ -362,6 +381,173 @@ def end_to_end(
     return row, count / (enqueued - start)
 
 
+class _ReplyCounter(asyncio.Protocol):
+    """The least a pipelining client must do with replies: count complete ones."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.replies = 0
+        self.wanted = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, _, self.buffer = self.buffer.partition(b"\r\n")
+            if line[3:4] != b"-":
+                self.replies += 1
+        if self.waiter is not None and self.replies >= self.wanted and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def expect(self, count: int) -> None:
+        self.wanted += count
+        if self.replies < self.wanted:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+
+
+async def _bare_session(port: int, messages: list[tuple[int, bytes]]) -> None:
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_ReplyCounter, HOST, port)
+    await client.expect(1)
+    transport.write(b"EHLO bench.acme.example\r\n")
+    await client.expect(1)
+    for index, data in messages:
+        envelope = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<rcpt{index}@example.com>\r\nDATA\r\n"
+        transport.write(envelope.encode())
+        await client.expect(3)
+        transport.write(data + b".\r\n")  # _raw_message has no line starting with "."
+        await client.expect(1)
+    transport.write(b"QUIT\r\n")
+    await client.expect(1)
+    transport.close()
+
+
+def smtp_floor(sink: Sink, count: int, sessions: int) -> Row:
+    """The SMTP exchange mailconnect makes (MAIL, RCPT and DATA pipelined, then the message),
+    with no database, transcript or judgement: what Python's asyncio itself costs."""
+    messages = [(index, _raw_message(index)) for index in range(count)]
+
+    async def run() -> None:
+        await asyncio.gather(
+            *(_bare_session(sink.port, messages[k::sessions]) for k in range(sessions))
+        )
+
+    sink_before = sink.cpu()
+    cpu_before = _self_cpu()
+    start = time.perf_counter()
+    asyncio.run(run())
+    seconds = time.perf_counter() - start
+    return Row(
+        f"floor: SMTP alone, asyncio, {sessions} sessions",
+        count,
+        seconds,
+        _self_cpu() - cpu_before,
+        sink.cpu() - sink_before,
+        "no database: the exchange only",
+    )
+
+
+def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
+    """The worker's database work for ``count`` messages without SMTP, in one thread: claim 50,
+    load them, then per window of DEFAULT_WINDOW open the attempts and store them as sent (the
+    same functions and transactions the worker uses, without its threads and group commit)."""
+    outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
+    try:
+        tenant_id, connection_id = _prepare(outbox, 2525)
+        text = _text_for_size()
+        enqueue_many(
+            outbox,
+            tenant_id=tenant_id,
+            messages=[_message(index, text) for index in range(count)],
+            connection_id=connection_id,
+        )
+        postgres = database == "PostgreSQL"
+        server_before = _postgres_cpu() if postgres else 0.0
+        cpu_before = _self_cpu()
+        start = time.perf_counter()
+        done = 0
+        while True:
+            now = utcnow()
+            batch = outbox.run(
+                claim,
+                tenant_id=tenant_id,
+                connection_id=connection_id,
+                owner="bench",
+                lease_until=now + timedelta(seconds=60),
+                limit=outbox.batch_size,
+                states=[MessageState.QUEUED],
+                now=now,
+            )
+            if not batch:
+                break
+            with outbox.reading() as session:
+                outgoing = load_outgoing_many(session, tenant_id, [c.id for c in batch])
+            for first in range(0, len(batch), DEFAULT_WINDOW):
+                window = batch[first : first + DEFAULT_WINDOW]
+                opened = outbox.run(
+                    open_attempts,
+                    [(claimed, claimed.attempt_count + 1) for claimed in window],
+                    owner="bench",
+                    lease_until=utcnow() + timedelta(seconds=60),
+                    started_at=utcnow(),
+                    server_address=f"{HOST}:25",
+                )
+                outbox.run(
+                    finish_many,
+                    [
+                        _as_sent(claimed, opened[claimed.id], outgoing[claimed.id], now)
+                        for claimed in window
+                    ],
+                    utcnow(),
+                )
+            done += len(batch)
+        seconds = time.perf_counter() - start
+        client_cpu = _self_cpu() - cpu_before
+        server_cpu = _postgres_cpu() - server_before if postgres else 0.0
+    finally:
+        outbox.close()
+    if done != count:
+        raise SystemExit(f"records floor, {database}: {done} of {count} messages")
+    return Row(
+        f"floor: the worker's database work, {database}",
+        count,
+        seconds,
+        client_cpu,
+        server_cpu,
+        "no SMTP: claim, load, open, store",
+    )
+
+
+_TRANSCRIPT = (
+    f"C: MAIL FROM:<{SENDER}> SIZE=2127\nS: 250 2.1.0 Ok\nC: RCPT TO:<rcpt@example.com>\n"
+    "S: 250 2.1.5 Ok\nC: DATA\nS: 354 End data with <CR><LF>.<CR><LF>\n"
+    "*: message of 2127 bytes\nS: 250 2.0.0 Ok: queued as 3F2A1B"
+)
+
+
+def _as_sent(
+    claimed: Claimed, attempt_id: uuid.UUID, outgoing: Outgoing, now: datetime
+) -> Finished:
+    record = AttemptRecord(
+        number=claimed.attempt_count + 1,
+        started_at=now,
+        duration_ms=1,
+        outcome=AttemptOutcome.SENT,
+        owner="bench",
+        server_address=f"{HOST}:25",
+        reply_code=250,
+        enhanced_code="2.0.0",
+        reply_text="2.0.0 Ok: queued as 3F2A1B",
+        transcript=_TRANSCRIPT,
+    )
+    accepted = [
+        RecipientUpdate(position, RecipientState.ACCEPTED, 250, "2.0.0", "Ok")
+        for position, _, _ in outgoing.recipients
+    ]
+    return Finished(claimed, attempt_id, record, accepted, Settlement(MessageState.SENT, None))
+
+
 def workers(
     sink: Sink,
     data_dir: Path,
@@ -528,12 +714,18 @@ def main() -> None:
             first = anchor(sink, args.messages, args.sessions)
             results.rows.append(first)
             results.rows.append(baseline(sink, args.messages))
+            results.rows.append(smtp_floor(sink, args.messages, args.sessions))
             url = f"sqlite:///{base / 'sqlite' / 'mailconnect.db'}"
             row, rate = end_to_end(
                 sink, "SQLite", url, base / "sqlite", args.messages, args.sessions
             )
             results.rows.append(row)
             results.enqueue["SQLite"] = rate
+            results.rows.append(
+                records_floor(
+                    "SQLite", f"sqlite:///{base / 'floor' / 'm.db'}", base / "floor", args.messages
+                )
+            )
             if not args.no_postgres:
                 with postgres_database() as postgres:
                     if postgres is not None:
@@ -542,6 +734,11 @@ def main() -> None:
                         )
                         results.rows.append(row)
                         results.enqueue["PostgreSQL"] = rate
+                with postgres_database() as postgres:
+                    if postgres is not None:
+                        results.rows.append(
+                            records_floor("PostgreSQL", postgres, base / "floor-pg", args.messages)
+                        )
             row, results.memory_mb, results.peak_sessions = workers(
                 sink, base / "memory", args.messages, args.memory_sessions
             )

@@ -156,7 +156,10 @@ def test_message_id_domain_is_ascii_and_validated() -> None:
 
 def test_date_uses_the_given_offset_and_needs_a_timezone() -> None:
     offset = timezone(timedelta(hours=2))
+    in_utc = render(simple(), domain_for_id=DOMAIN, now=NOW.astimezone(UTC))
     result = render(simple(), domain_for_id=DOMAIN, now=NOW.astimezone(offset))
+    # the same instant in two zones (equal datetimes): each keeps its own offset
+    assert b"Date: Mon, 06 May 2024 07:08:09 +0000\r\n" in in_utc.data
     assert b"Date: Mon, 06 May 2024 09:08:09 +0200\r\n" in result.data
     with pytest.raises(ValueError, match="timezone"):
         render(simple(), domain_for_id=DOMAIN, now=datetime(2024, 1, 1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import lru_cache
 
@@ -90,6 +90,14 @@ def render_date(now: datetime | None) -> str:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    return _formatted_date(now.replace(microsecond=0), now.utcoffset())
+
+
+@lru_cache(maxsize=16)
+def _formatted_date(now: datetime, offset: timedelta | None) -> str:
+    # The header has whole seconds: a bulk enqueue renders the same few values many times.
+    # The offset is part of the key: aware datetimes of one instant in two zones compare equal.
+    del offset
     return format_datetime(now)
 
 

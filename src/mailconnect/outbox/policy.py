@@ -26,6 +26,7 @@ would come after its expiry time (default 3 days after it was enqueued).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,7 +143,13 @@ def judge_failure(failure: Failure | None, detail: str, *, final_dot_sent: bool)
 
 def enhanced_code(reply: Reply) -> str | None:
     """The enhanced status code (RFC 3463) at the start of the reply text, if any."""
-    return reply_from(reply.code, reply.message).enhanced
+    return _enhanced(reply.code, reply.message)
+
+
+@functools.lru_cache(maxsize=64)
+def _enhanced(code: int, message: str) -> str | None:
+    # Remembered: a reply is asked for again for each recipient it answers and for its attempt.
+    return reply_from(code, message).enhanced
 
 
 @dataclass(frozen=True, slots=True)
