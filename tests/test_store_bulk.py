@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from sqlalchemy import DateTime, bindparam, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.limits import table_of
 from mailconnect.settings import ConnectionSettings
 from mailconnect.store import create_connection, create_tenant, session_factory
-from mailconnect.store.bulk import execute_many
+from mailconnect.store.bulk import execute_many, insert_many
 from mailconnect.store.models import Message
 from mailconnect.store.states import MessageState
 from mailconnect.store.types import UTCDateTime
@@ -107,6 +108,24 @@ def test_execute_many_writes_what_session_execute_writes(
             )
         )
         assert same == fast[0]["id"]
+
+
+def test_insert_many_is_part_of_the_transaction_and_raises_sqlalchemys_errors(
+    engine: Engine, tenant_id: uuid.UUID
+) -> None:
+    now = datetime.now(UTC)
+    rolled_back = _row(tenant_id, 0, now)
+    with session_factory(engine)() as session:
+        with session.begin():
+            insert_many(session, _messages, [rolled_back])
+            session.rollback()
+        kept = _row(tenant_id, 1, now)
+        with session.begin():
+            insert_many(session, _messages, [kept])
+        with pytest.raises(IntegrityError), session.begin():
+            insert_many(session, _messages, [_row(tenant_id, 2, now), {**kept}])  # same id
+        ids = set(session.scalars(select(_messages.c.id)))
+    assert ids == {kept["id"]}
 
 
 def test_execute_many_updates_only_matching_rows_and_counts_them(

