@@ -24,6 +24,7 @@ from mailconnect.outbox.records import (
     Settlement,
     discard_attempts,
     finish_many,
+    load_outgoing_many,
     open_attempts,
 )
 from mailconnect.store import Attempt, AttemptOutcome, Message, SessionLease
@@ -105,6 +106,17 @@ def test_claims_are_exclusive_oldest_first_and_limited(outbox_env: OutboxEnv) ->
     assert [c.id for c in second] == ids[3:]
     assert _claim(outbox_env, connection, "c") == []
     assert all(c.claimed_from is MessageState.QUEUED and c.size > 0 for c in first)
+
+
+def test_a_batch_loads_only_its_tenants_messages(outbox_env: OutboxEnv) -> None:
+    _, ids = _setup(outbox_env, 3)
+    with outbox_env.outbox.reading() as session:
+        mine = load_outgoing_many(session, outbox_env.tenant_id, ids)
+        theirs = load_outgoing_many(session, uuid.uuid4(), ids)
+    assert set(mine) == set(ids)
+    assert all(o.recipients and o.size == len(o.content) for o in mine.values())
+    assert [p for p, _, _ in mine[ids[0]].recipients] == list(range(len(mine[ids[0]].recipients)))
+    assert theirs == {}
 
 
 def test_a_dead_worker_before_data_gives_its_messages_back(outbox_env: OutboxEnv) -> None:

@@ -8,6 +8,7 @@ written before and after compare and sort alike.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -87,14 +88,27 @@ def _read_back(session: Session, ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in rows]
 
 
-def test_execute_many_writes_what_session_execute_writes(
-    engine: Engine, tenant_id: uuid.UUID
+def _insert_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    insert_many(session, _messages, rows)  # COPY on PostgreSQL
+
+
+def _execute_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    execute_many(session, _INSERT, rows)
+
+
+@pytest.mark.parametrize("write", [_execute_many, _insert_many])
+def test_fast_writes_store_what_session_execute_stores(
+    engine: Engine, tenant_id: uuid.UUID, write: Callable[[Session, list[dict[str, Any]]], None]
 ) -> None:
     now = datetime(2026, 11, 27, 8, 0, 0, 0, tzinfo=UTC)  # a zero microsecond: the padded form
     fast = [_row(tenant_id, i, now) for i in range(5)]
+    # what COPY's text format must escape: tab, newline, backslash, NUL and 0xff bytes
+    fast[1]["subject"] = "tab\there\nnewline \\ back\\slash \\N"
+    fast[2]["content"] = b"\x00\xff\t\n\\.\r\n"
+    fast[3]["next_attempt_at"] = now.astimezone(timezone(timedelta(hours=-5)))
     slow = [{**row, "id": uuid.uuid4()} for row in fast]
     with session_factory(engine)() as session, session.begin():
-        execute_many(session, _INSERT, fast)
+        write(session, fast)
         session.execute(_INSERT, slow)
     with session_factory(engine)() as session:
         fast_rows = _read_back(session, [r["id"] for r in fast])

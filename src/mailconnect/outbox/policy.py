@@ -146,7 +146,7 @@ def enhanced_code(reply: Reply) -> str | None:
     return _enhanced(reply.code, reply.message)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def _enhanced(code: int, message: str) -> str | None:
     # Remembered: a reply is asked for again for each recipient it answers and for its attempt.
     return reply_from(code, message).enhanced

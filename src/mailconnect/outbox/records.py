@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed
@@ -74,40 +74,44 @@ _HELD_AMONG = (
     .order_by(_messages.c.id)
     .with_for_update()
 )
-# Both by primary key only (the tenant is checked on the rows): a bulk enqueue into a new
-# PostgreSQL database leaves the tables without statistics until autovacuum analyzes them, and
-# the planner then scanned every row of the tenant for each batch (2-4 ms per 50 messages).
-# SQLite plans (tenant, id IN ...) well and row values badly (three times slower): each its own.
-_RECIPIENT_COLUMNS = (
-    _recipients.c.message_id,
-    _recipients.c.position,
-    _recipients.c.address,
-    _recipients.c.state,
-)
-_RECIPIENT_ORDER = (_recipients.c.message_id, _recipients.c.position)
+
+
+# By key on PostgreSQL, as row values (tenant, id): a bulk enqueue into a new database leaves the
+# tables without statistics until autovacuum analyzes them, and the planner then scanned every
+# row of the tenant for each batch (2-4 ms per 50 messages). SQLite plans (tenant, id IN ...)
+# well and row values badly (three times slower): each its own form, the same rows.
+def _of_messages(table: Table, message_id: Any, *columns: Any) -> dict[str, Select[Any]]:
+    return {
+        "postgresql": select(*columns).where(
+            tuple_(table.c.tenant_id, message_id).in_(bindparam("b_pairs", expanding=True))
+        ),
+        "sqlite": select(*columns).where(
+            table.c.tenant_id == bindparam("b_tenant"),
+            message_id.in_(bindparam("b_ids", expanding=True)),
+        ),
+    }
+
+
 _RECIPIENTS_OF = {
-    "postgresql": select(*_RECIPIENT_COLUMNS)
-    .where(
-        tuple_(_recipients.c.tenant_id, _recipients.c.message_id).in_(
-            bindparam("b_pairs", expanding=True)
-        )
-    )
-    .order_by(*_RECIPIENT_ORDER),
-    "sqlite": select(*_RECIPIENT_COLUMNS)
-    .where(
-        _recipients.c.tenant_id == bindparam("b_tenant"),
-        _recipients.c.message_id.in_(bindparam("b_ids", expanding=True)),
-    )
-    .order_by(*_RECIPIENT_ORDER),
+    dialect: query.order_by(_recipients.c.message_id, _recipients.c.position)
+    for dialect, query in _of_messages(
+        _recipients,
+        _recipients.c.message_id,
+        _recipients.c.message_id,
+        _recipients.c.position,
+        _recipients.c.address,
+        _recipients.c.state,
+    ).items()
 }
-_CONTENT_OF = select(
+_CONTENT_OF = _of_messages(
+    _messages,
     _messages.c.id,
-    _messages.c.tenant_id,
+    _messages.c.id,
     _messages.c.content,
     _messages.c.envelope_from,
     _messages.c.smtputf8,
     _messages.c.size_bytes,
-).where(_messages.c.id.in_(bindparam("b_ids", expanding=True)))
+)
 _OPEN_LEASE = (
     _messages.update()
     .where(_HELD_BY_ME)
@@ -213,15 +217,13 @@ def load_outgoing_many(
         "b_ids": wanted,
         "b_pairs": [(tenant_id, message_id) for message_id in wanted],
     }
-    by_dialect = _RECIPIENTS_OF[connection.dialect.name]
-    for message_id, position, address, state in connection.execute(by_dialect, params):
+    dialect = connection.dialect.name
+    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF[dialect], params):
         recipients[message_id].append((position, address, state))
     found: dict[uuid.UUID, Outgoing] = {}
-    for message_id, owner, content, envelope_from, smtputf8, size in connection.execute(
-        _CONTENT_OF, params
+    for message_id, content, envelope_from, smtputf8, size in connection.execute(
+        _CONTENT_OF[dialect], params
     ):
-        if owner != tenant_id:
-            continue  # another tenant's message: not this caller's to send
         found[message_id] = Outgoing(
             content=content,
             envelope_from=envelope_from,

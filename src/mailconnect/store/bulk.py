@@ -9,8 +9,8 @@ exactly what SQLAlchemy would store), and hands the rows to the driver through t
 connection and transaction (``exec_driver_sql``: the same error wrapping, the same events).
 
 :func:`insert_many` inserts new rows into a table: on PostgreSQL with ``COPY`` (a stream of rows
-instead of a statement per row: a quarter less of the server's work for a bulk enqueue), else
-with :func:`execute_many`.
+instead of a statement per row: a quarter less of the server's work for a bulk enqueue; with
+psycopg 3, the driver the project installs), else with :func:`execute_many`.
 
 Only plain INSERT and UPDATE (and DELETE) statements without RETURNING and without expanding
 ``IN`` parameters; a column default computed in Python (``default=``/``onupdate=`` callables)
@@ -46,6 +46,8 @@ class _Prepared:
     required: frozenset[str]  # what every row must give
 
 
+# (statement, dialect+driver, row keys) -> its compiled form; a dict's item assignment is atomic,
+# so the worker's threads at worst compile one twice.
 _prepared: dict[tuple[ClauseElement, str, tuple[str, ...]], _Prepared] = {}
 
 
@@ -102,24 +104,42 @@ def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     if insert is None:
         insert = _inserts[table] = table.insert()
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    dialect = connection.dialect
+    if (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
         execute_many(session, insert, rows)
         return
-    prepared, converted = _converted(connection.dialect, insert, rows, positional=True)
-    columns = ", ".join(connection.dialect.identifier_preparer.quote(k) for k in prepared.keys)
-    target = connection.dialect.identifier_preparer.format_table(table)
-    command = f"COPY {target} ({columns}) FROM STDIN"
+    _refuse_sql_defaults(table, set(rows[0]))
+    prepared, converted = _converted(dialect, insert, rows, positional=True)
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(table.c[key].name) for key in prepared.keys)
+    command = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
     driver = connection.connection.driver_connection
     assert driver is not None
+    error = dialect.loaded_dbapi.Error
     try:
         with driver.cursor() as cursor, cursor.copy(command) as copy:
             for values in converted:
                 copy.write_row(values)
-    except connection.dialect.loaded_dbapi.Error as exc:
-        # the same exception a statement through SQLAlchemy would raise (IntegrityError, ...)
+    except error as exc:
+        # What a statement through SQLAlchemy raises (IntegrityError, OperationalError, ...),
+        # with a lost connection invalidated as SQLAlchemy would.
+        lost = dialect.is_disconnect(exc, driver, None)
+        if lost:
+            connection.invalidate(exc)
         raise DBAPIError.instance(
-            command, None, exc, connection.dialect.loaded_dbapi.Error
+            command, None, exc, error, connection_invalidated=lost, dialect=dialect
         ) from exc
+
+
+def _refuse_sql_defaults(table: Table, given: set[str]) -> None:
+    """COPY leaves out the columns not given, so a default SQLAlchemy would have put into an
+    INSERT as an SQL expression (or a sequence) would be lost: refused, naming the column."""
+    for column in table.c:
+        default = column.default
+        if column.key in given or default is None:
+            continue
+        if not (default.is_scalar or default.is_callable):
+            raise ValueError(f"insert_many: give {column.key}; its default is SQL")
 
 
 def execute_many(
@@ -145,7 +165,7 @@ def _converted(
     """The prepared statement and the rows as the driver takes them (tuples in parameter
     order for a positional driver, or when ``positional``; dicts otherwise)."""
     keys = tuple(rows[0])
-    cache_key = (statement, dialect.name, keys)
+    cache_key = (statement, f"{dialect.name}+{dialect.driver}", keys)
     prepared = _prepared.get(cache_key)
     if prepared is None:
         prepared = _prepared[cache_key] = _prepare(statement, dialect, keys)
