@@ -11,9 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
-from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
+from tests.support.databases import postgres_schema
+from tests.support.sinks import SENDER, OutboxEnv, make_env, outbox_env, sqlite_env
 
 from mailconnect.compose import MessageInput
 from mailconnect.config import Config
@@ -405,3 +407,34 @@ def test_outbox_open_migrates_and_loads_the_keyring(tmp_path: Path) -> None:
     bare = Outbox(engine=outbox.engine, keyring=outbox.keyring)
     with pytest.raises(ConfigurationError, match="opened from a configuration"):
         _ = bare.config
+
+
+def _reltuples(env: OutboxEnv) -> dict[str, float]:
+    query = text(
+        "SELECT relname, reltuples FROM pg_class WHERE oid IN "
+        "(to_regclass('mailconnect_messages'), to_regclass('mailconnect_message_recipients'))"
+    )
+    with env.outbox.reading() as session:
+        return {name: float(value) for name, value in session.execute(query)}
+
+
+@pytest.mark.postgres
+def test_a_bulk_load_into_tables_never_analyzed_gathers_their_statistics(
+    postgres_database: URL,
+) -> None:
+    with postgres_schema(postgres_database, "analyze") as url:
+        env = make_env(url)
+        try:
+            env.connection(25)
+            assert set(_reltuples(env).values()) == {-1.0}  # never analyzed: the planner guesses
+            small = [env.message() for _ in range(50)]
+            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=small)
+            assert set(_reltuples(env).values()) == {-1.0}  # left to autovacuum
+            bulk = [env.message() for _ in range(1000)]
+            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=bulk)
+            assert _reltuples(env) == {
+                "mailconnect_messages": 1050.0,
+                "mailconnect_message_recipients": 1050.0,
+            }
+        finally:
+            env.outbox.close()

@@ -73,6 +73,12 @@ from mailconnect.store.types import utcnow
 __all__ = ["EnqueueItem", "Enqueued", "enqueue", "enqueue_many"]
 
 _MAX_KEY = 255
+_ANALYZE_FROM = 1000  # messages in one bulk call; see _analyze_if_never
+_NEVER_ANALYZED = """
+SELECT relname FROM pg_class
+WHERE oid IN (to_regclass('mailconnect_messages'), to_regclass('mailconnect_message_recipients'))
+  AND reltuples < 0
+"""
 _MAX_SUBJECT = 998
 _PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
@@ -429,6 +435,8 @@ def _insert(
         insert_many(session, table_of(MessageRecipient), recipients)
     if created and session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        if len(created) >= _ANALYZE_FROM:
+            _analyze_if_never(session)
     session.flush()
     by_key = {row["idempotency_key"]: row for row in keyed if row["id"] in created}
     results: list[Enqueued] = []
@@ -442,6 +450,20 @@ def _insert(
             first = by_key[p.key]
             results.append(Enqueued(first["id"], first["message_id_header"], first["state"], False))
     return results
+
+
+def _analyze_if_never(session: Session) -> None:
+    """ANALYZE the message tables if PostgreSQL has never gathered statistics on them.
+
+    Until it has (autovacuum does, about a minute after enough rows changed), the planner
+    guesses, and after a bulk load into a new database it guessed that the worker's batch
+    lookups by id should scan the whole tenant (measured: 2-6 ms per batch of 50 instead of
+    well under one). ANALYZE inside the transaction counts its own new rows; it runs once per
+    table, the first time a bulk call finds it never analyzed.
+    """
+    never = session.scalars(text(_NEVER_ANALYZED)).all()
+    for table in never:
+        session.execute(text(f'ANALYZE "{table}"'))
 
 
 def _existing(

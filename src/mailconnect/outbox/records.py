@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select, tuple_, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed
@@ -76,41 +76,28 @@ _HELD_AMONG = (
 )
 
 
-# By key on PostgreSQL, as row values (tenant, id): a bulk enqueue into a new database leaves the
-# tables without statistics until autovacuum analyzes them, and the planner then scanned every
-# row of the tenant for each batch (2-4 ms per 50 messages). SQLite plans (tenant, id IN ...)
-# well and row values badly (three times slower): each its own form, the same rows.
-def _of_messages(table: Table, message_id: Any, *columns: Any) -> dict[str, Select[Any]]:
-    return {
-        "postgresql": select(*columns).where(
-            tuple_(table.c.tenant_id, message_id).in_(bindparam("b_pairs", expanding=True))
-        ),
-        "sqlite": select(*columns).where(
-            table.c.tenant_id == bindparam("b_tenant"),
-            message_id.in_(bindparam("b_ids", expanding=True)),
-        ),
-    }
-
-
-_RECIPIENTS_OF = {
-    dialect: query.order_by(_recipients.c.message_id, _recipients.c.position)
-    for dialect, query in _of_messages(
-        _recipients,
-        _recipients.c.message_id,
+_RECIPIENTS_OF = (
+    select(
         _recipients.c.message_id,
         _recipients.c.position,
         _recipients.c.address,
         _recipients.c.state,
-    ).items()
-}
-_CONTENT_OF = _of_messages(
-    _messages,
-    _messages.c.id,
+    )
+    .where(
+        _recipients.c.tenant_id == bindparam("b_tenant"),
+        _recipients.c.message_id.in_(bindparam("b_ids", expanding=True)),
+    )
+    .order_by(_recipients.c.message_id, _recipients.c.position)
+)
+_CONTENT_OF = select(
     _messages.c.id,
     _messages.c.content,
     _messages.c.envelope_from,
     _messages.c.smtputf8,
     _messages.c.size_bytes,
+).where(
+    _messages.c.tenant_id == bindparam("b_tenant"),
+    _messages.c.id.in_(bindparam("b_ids", expanding=True)),
 )
 _OPEN_LEASE = (
     _messages.update()
@@ -212,17 +199,12 @@ def load_outgoing_many(
     wanted = list(ids)
     recipients: dict[uuid.UUID, list[tuple[int, str, RecipientState]]] = {i: [] for i in wanted}
     connection = session.connection()
-    params = {
-        "b_tenant": tenant_id,
-        "b_ids": wanted,
-        "b_pairs": [(tenant_id, message_id) for message_id in wanted],
-    }
-    dialect = connection.dialect.name
-    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF[dialect], params):
+    params = {"b_tenant": tenant_id, "b_ids": wanted}
+    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF, params):
         recipients[message_id].append((position, address, state))
     found: dict[uuid.UUID, Outgoing] = {}
     for message_id, content, envelope_from, smtputf8, size in connection.execute(
-        _CONTENT_OF[dialect], params
+        _CONTENT_OF, params
     ):
         found[message_id] = Outgoing(
             content=content,
