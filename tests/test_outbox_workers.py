@@ -101,8 +101,8 @@ class _Launcher:
             sys.executable,
             str(WORKER_SCRIPT),
             env.url,
-            "--key",
-            env.keys,
+            # One word: a key may start with "-", which argparse would take for an option.
+            f"--key={env.keys}",
             "--lease",
             "1.0",
             stdin=asyncio.subprocess.PIPE,
