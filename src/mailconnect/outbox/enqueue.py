@@ -73,14 +73,14 @@ from mailconnect.store.types import utcnow
 __all__ = ["EnqueueItem", "Enqueued", "enqueue", "enqueue_many"]
 
 _MAX_KEY = 255
+_MAX_SUBJECT = 998
+_PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _ANALYZE_FROM = 1000  # messages in one bulk call; see _analyze_if_never
 _NEVER_ANALYZED = """
 SELECT relname FROM pg_class
 WHERE oid IN (to_regclass('mailconnect_messages'), to_regclass('mailconnect_message_recipients'))
   AND reltuples < 0
 """
-_MAX_SUBJECT = 998
-_PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
 
 

@@ -74,8 +74,6 @@ _HELD_AMONG = (
     .order_by(_messages.c.id)
     .with_for_update()
 )
-
-
 _RECIPIENTS_OF = (
     select(
         _recipients.c.message_id,
