@@ -1,12 +1,15 @@
 """Claiming due messages with a lease, renewing and releasing it, and recovering lost leases.
 
 Claim
-    One statement: ``UPDATE mailconnect_messages SET state='sending', claimed_from=state,
-    lease_owner=..., lease_until=... WHERE id IN (SELECT id ... due, oldest first, LIMIT n)
-    RETURNING ...``. On PostgreSQL the inner SELECT has ``FOR UPDATE SKIP LOCKED``: concurrent
-    workers skip each other's rows instead of waiting, and no row is claimed twice. On SQLite
-    the statement runs inside ``BEGIN IMMEDIATE`` (one writer at a time), which makes it atomic.
-    Claims are per connection, so a worker can send a batch through one session.
+    ``UPDATE mailconnect_messages SET state='sending', claimed_from=state, lease_owner=...,
+    lease_until=... WHERE id IN (due, oldest first, LIMIT n) RETURNING ...``. On SQLite the
+    due ones are a subquery of that one statement, inside ``BEGIN IMMEDIATE`` (one writer at a
+    time), which makes it atomic. On PostgreSQL they are chosen first in the same transaction,
+    the oldest ``n`` of each claimable state (``SELECT ... FOR UPDATE SKIP LOCKED``, read off
+    the index in time order), and the oldest ``n`` of those are updated: concurrent workers skip
+    each other's rows instead of waiting, and no row is claimed twice (candidates not taken are
+    unlocked at the commit, a moment later). Claims are per connection, so a worker can send a
+    batch through one session.
 
 Leases
     A claimed message belongs to its worker until ``lease_until``; the worker renews the leases of
@@ -34,8 +37,9 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.limits import table_of
@@ -56,42 +60,62 @@ __all__ = [
 
 _SENDING = MessageState.SENDING
 _messages = table_of(Message)
-# Prebuilt Core (not ORM) statement, run on the session's connection: the claim is on the hot
+# Prebuilt Core (not ORM) statements, run on the session's connection: the claim is on the hot
 # path, and building and compiling it per call, through the ORM, cost more than running it.
 _DUE = (
-    select(_messages.c.id)
-    .where(
-        _messages.c.tenant_id == bindparam("c_tenant"),
-        _messages.c.connection_id == bindparam("c_connection"),
-        _messages.c.state.in_(bindparam("c_states", expanding=True)),
-        _messages.c.next_attempt_at <= bindparam("c_now"),
-    )
-    .order_by(_messages.c.next_attempt_at)
-    .limit(bindparam("c_limit"))
-    .with_for_update(skip_locked=True)
+    _messages.c.connection_id == bindparam("c_connection"),
+    _messages.c.next_attempt_at <= bindparam("c_now"),
+    _messages.c.tenant_id == bindparam("c_tenant"),
 )
-_CLAIM = (
-    _messages.update()
-    .where(_messages.c.id.in_(_DUE.scalar_subquery()))
-    .values(
-        claimed_from=_messages.c.state,
-        state=_SENDING,
-        lease_owner=bindparam("c_owner"),
-        lease_until=bindparam("c_until"),
-        updated_at=bindparam("c_now"),
+
+
+def _due_ids(state: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(_messages.c.id, _messages.c.next_attempt_at)
+        .where(state, *_DUE)
+        .order_by(_messages.c.next_attempt_at)
+        .limit(bindparam("c_limit"))
+        .with_for_update(skip_locked=True)
     )
-    .returning(
-        _messages.c.id,
-        _messages.c.tenant_id,
-        _messages.c.connection_id,
-        _messages.c.message_id_header,
-        _messages.c.attempt_count,
-        _messages.c.expires_at,
-        _messages.c.claimed_from,
-        _messages.c.size_bytes,
-        _messages.c.next_attempt_at,
+
+
+def _claiming(chosen: ColumnElement[bool]) -> Any:
+    return (
+        _messages.update()
+        .where(chosen)
+        .values(
+            claimed_from=_messages.c.state,
+            state=_SENDING,
+            lease_owner=bindparam("c_owner"),
+            lease_until=bindparam("c_until"),
+            updated_at=bindparam("c_now"),
+        )
+        .returning(
+            _messages.c.id,
+            _messages.c.tenant_id,
+            _messages.c.connection_id,
+            _messages.c.message_id_header,
+            _messages.c.attempt_count,
+            _messages.c.expires_at,
+            _messages.c.claimed_from,
+            _messages.c.size_bytes,
+            _messages.c.next_attempt_at,
+        )
     )
+
+
+_STATES = _messages.c.state.in_(bindparam("c_states", expanding=True))
+# SQLite: one statement, the due ones chosen in a subquery (its planner reads them well).
+_CLAIM_DUE = _claiming(
+    _messages.c.id.in_(_due_ids(_STATES).with_only_columns(_messages.c.id).scalar_subquery())
 )
+# PostgreSQL: the oldest due of each state first, then those ids. With ``state IN (...)`` the
+# index (connection, state, next attempt) gives no order by time, and PostgreSQL sorted every
+# due message of the connection at each claim of 50 (measured: 14 ms a claim, 20 workers'
+# sessions, 20,000 queued; 291 of the 568 µs of server CPU per message); one state at a time
+# it reads the oldest off the index.
+_DUE_IN_STATE = _due_ids(_messages.c.state == bindparam("c_state"))
+_CLAIM_CHOSEN = _claiming(_messages.c.id.in_(bindparam("c_ids", expanding=True)) & _STATES)
 _RECOVERED_UNCERTAIN = (
     "the worker stopped while it was sending the message (its lease ran out after it began "
     "DATA); the server may have accepted it"
@@ -150,16 +174,29 @@ def claim(
     """Lease up to ``limit`` due messages of one connection to ``owner``, oldest first."""
     if limit <= 0:
         return []
-    params = {
+    connection = session.connection()
+    wanted = list(dict.fromkeys(states))
+    params: dict[str, Any] = {
         "c_tenant": tenant_id,
         "c_connection": connection_id,
-        "c_states": list(states),
         "c_now": now,
         "c_limit": limit,
+        "c_states": wanted,
         "c_owner": owner,
         "c_until": lease_until,
     }
-    rows = list(session.connection().execute(_CLAIM, params).all())
+    if connection.dialect.name == "postgresql":
+        candidates: list[tuple[uuid.UUID, datetime]] = []
+        for state in wanted:  # each locked until the claim commits, a moment later
+            found = connection.execute(_DUE_IN_STATE, {**params, "c_state": state})
+            candidates.extend((row[0], row[1]) for row in found)
+        if not candidates:
+            return []
+        candidates.sort(key=lambda candidate: candidate[1])
+        params["c_ids"] = [message_id for message_id, _ in candidates[:limit]]
+        rows = list(connection.execute(_CLAIM_CHOSEN, params).all())
+    else:
+        rows = list(connection.execute(_CLAIM_DUE, params).all())
     rows.sort(key=lambda row: row[8] or now)  # RETURNING has no order; keep the oldest first
     return [
         Claimed(
