@@ -164,6 +164,11 @@ class Outbox:
                 time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
         raise AssertionError("unreachable")  # the loop returns or raises
 
+    def read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``fn(session, *args, **kwargs)`` in a read-only transaction (:meth:`reading`)."""
+        with self.reading() as session:
+            return fn(session, *args, **kwargs)
+
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only session; on SQLite it does not take the write lock (``BEGIN DEFERRED``)."""

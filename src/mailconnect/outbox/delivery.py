@@ -204,7 +204,6 @@ class SmtpRun:
         self.broken = False
         self.held = False
         self._dirty = False
-        self._first = True
         self._timeouts = context.outbox.timeouts
 
     # -- the session -------------------------------------------------------------------------
@@ -282,18 +281,19 @@ class SmtpRun:
 
     # -- records -----------------------------------------------------------------------------
 
-    def _transcript(self, mark: int) -> str | None:
+    def _transcript(self) -> str | None:
+        """The transcript since the last message's: the session's opening goes with the first
+        message, each message's own lines with it. Cleared: a long session keeps no backlog."""
         if self.session is None:
             return None
         transcript = self.session.transcript
-        chosen = transcript.lines if self._first else transcript.since(mark)
-        text = "\n".join(str(line) for line in chosen) or None
-        transcript.clear()  # stored with the message: a long session keeps no backlog
+        text = str(transcript) or None
+        transcript.clear()
         return text
 
     async def fail_all(self, batch: Sequence[Claimed], judgement: Judgement) -> list[Delivered]:
         """The session could not be opened: every message in the batch gets that attempt."""
-        transcript = self._transcript(0)
+        transcript = self._transcript()
         now = utcnow()
         outcomes = []
         for claimed in batch:
@@ -336,9 +336,7 @@ class SmtpRun:
         loaded: dict[uuid.UUID, Outgoing] = {}
         if missing:
             tenant_id = window[0][0].tenant_id
-            loaded = await context.db(
-                _reading, context.outbox, load_outgoing_many, tenant_id, missing
-            )
+            loaded = await context.db(context.outbox.read, load_outgoing_many, tenant_id, missing)
         delivered: list[Delivered] = []
         items: list[tuple[Claimed, Outgoing, _Result | None]] = []
         for claimed, given in window:
@@ -371,7 +369,6 @@ class SmtpRun:
             if attempt_id is not None and (self.broken or self.held or stopping()):
                 untried.append((claimed, attempt_id))
                 continue
-            mark = len(session.transcript)
             started_at = utcnow()
             started = time.perf_counter()
             result = local
@@ -389,10 +386,9 @@ class SmtpRun:
                     attempt_id,
                     started_at,
                     time.perf_counter() - started,
-                    self._transcript(mark),
+                    self._transcript(),
                 )
             )
-            self._first = False
         states = await self._store(outcomes, untried)
         delivered.extend(
             Delivered(outcome.claimed, state, outcome.result.reason)
@@ -711,11 +707,6 @@ def _attempt_outcome(result: _Result) -> AttemptOutcome:
 
 
 # -- synchronous database steps (run in the worker's threads) ----------------------------------
-
-
-def _reading(outbox: Outbox, fn: Callable[..., _T], *args: Any) -> _T:
-    with outbox.reading() as session:
-        return fn(session, *args)
 
 
 def _store_results(

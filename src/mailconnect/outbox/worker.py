@@ -293,13 +293,6 @@ class _Worker:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    def _tx(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        return self.outbox.run(fn, *args, **kwargs)
-
-    def _read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        with self.outbox.reading() as session:
-            return fn(session, *args, **kwargs)
-
     def emit(self, event: WorkerEvent) -> None:
         if self.progress is None:
             return
@@ -356,7 +349,9 @@ class _Worker:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             try:
-                self.stats.released += await self.db(self._tx, _release_everything, self.owner)
+                self.stats.released += await self.db(
+                    self.outbox.run, _release_everything, self.owner
+                )
             finally:
                 self._executor.shutdown(wait=True)
             self.stats.seconds = time.monotonic() - started
@@ -370,7 +365,7 @@ class _Worker:
             if self.finished.is_set():
                 return
             try:
-                await self.db(self._tx, _renew_everything, self.owner, self.lease_until())
+                await self.db(self.outbox.run, _renew_everything, self.owner, self.lease_until())
             except Exception:
                 _log.exception("renewing the leases failed; retrying")
 
@@ -382,7 +377,7 @@ class _Worker:
             if not force and time.monotonic() - self._last_recovery < interval:
                 return
             self._last_recovery = time.monotonic()
-            recovered = await self.db(self._tx, recover, utcnow())
+            recovered = await self.db(self.outbox.run, recover, utcnow())
             if recovered:
                 self.stats.recovered += recovered.requeued + recovered.uncertain
                 detail = f"{recovered.requeued} requeued, {recovered.uncertain} uncertain"
@@ -395,7 +390,7 @@ class _Worker:
                 )
             if time.monotonic() - self._last_prune >= _PRUNE_SECONDS:
                 self._last_prune = time.monotonic()
-                await self.db(self._tx, prune_rate_events, utcnow())
+                await self.db(self.outbox.run, prune_rate_events, utcnow())
 
     async def _slot(self) -> None:
         while not self.stop.is_set():
@@ -424,14 +419,14 @@ class _Worker:
         served = {c for c, n in self.serving.items() if n > 0}
         now = utcnow()
         target: tuple[uuid.UUID, uuid.UUID] | None
-        target = await self.db(self._read, pick_connection, self.states, now, busy | served)
+        target = await self.db(self.outbox.read, pick_connection, self.states, now, busy | served)
         if target is None and served - busy:
-            target = await self.db(self._read, pick_connection, self.states, now, busy)
+            target = await self.db(self.outbox.read, pick_connection, self.states, now, busy)
         return target
 
     async def _idle(self) -> None:
         wait = self.outbox.poll_interval
-        due = await self.db(self._read, next_due, self.states)
+        due = await self.db(self.outbox.read, next_due, self.states)
         now = utcnow()
         if due is not None and due > now:
             wait = min(wait, (due - now).total_seconds())
@@ -451,12 +446,18 @@ class _Worker:
 
     async def _serve(self, tenant_id: uuid.UUID, connection_id: uuid.UUID) -> None:
         plan: ConnectionPlan = await self.db(
-            self._read, load_plan, self.outbox, tenant_id, connection_id
+            self.outbox.read, load_plan, self.outbox, tenant_id, connection_id
         )
         if plan.status is ConnectionStatus.NEEDS_ATTENTION:
             reason = plan.status_reason or "the connection needs attention"
             held = await self.db(
-                self._tx, hold_connection, tenant_id, connection_id, reason, self.owner, utcnow()
+                self.outbox.run,
+                hold_connection,
+                tenant_id,
+                connection_id,
+                reason,
+                self.owner,
+                utcnow(),
             )
             self.emit(
                 WorkerEvent(EventKind.HELD, tenant_id, connection_id, detail=reason, count=held)
@@ -474,7 +475,7 @@ class _Worker:
             await run.close()
             if isinstance(slot, int) and not isinstance(slot, bool):
                 await self.db(
-                    self._tx, release_session_slot, tenant_id, plan.scope, slot, self.owner
+                    self.outbox.run, release_session_slot, tenant_id, plan.scope, slot, self.owner
                 )
 
     async def _take_session_slot(self, plan: ConnectionPlan) -> int | bool | None:
@@ -483,7 +484,7 @@ class _Worker:
         if limit is None:
             return None
         slot: int | None = await self.db(
-            self._tx,
+            self.outbox.run,
             acquire_session_slot,
             plan.tenant_id,
             plan.scope,
@@ -508,7 +509,7 @@ class _Worker:
     async def _deliver_connection(self, plan: ConnectionPlan, run: SmtpRun) -> None:
         opened = False
         while not self.stop.is_set():
-            batch, reopen = await self.db(self._tx, self._claim, plan, utcnow())
+            batch, reopen = await self.db(self.outbox.run, self._claim, plan, utcnow())
             if reopen is not None:
                 delay = max((reopen - utcnow()).total_seconds(), 0.0)
                 self.busy[plan.connection_id] = time.monotonic() + delay
@@ -541,7 +542,9 @@ class _Worker:
                 if run.broken and not self.stop.is_set():
                     not_before = utcnow() + timedelta(seconds=self.outbox.retry.release_delay)
                 ids = [claimed.id for claimed in remaining]
-                released = await self.db(self._tx, release, ids, self.owner, utcnow(), not_before)
+                released = await self.db(
+                    self.outbox.run, release, ids, self.owner, utcnow(), not_before
+                )
                 self.stats.released += released
                 if released:
                     self.emit(
@@ -628,7 +631,7 @@ class _Worker:
         if not ids:
             return {}
         found: dict[uuid.UUID, Outgoing] = await self.db(
-            self._read, load_outgoing_many, batch[0].tenant_id, ids
+            self.outbox.read, load_outgoing_many, batch[0].tenant_id, ids
         )
         return found
 

@@ -88,14 +88,6 @@ class Transcript:
     def lines(self) -> tuple[TranscriptLine, ...]:
         return tuple(self._lines)
 
-    def __len__(self) -> int:
-        return len(self._lines)
-
-    def since(self, mark: int) -> tuple[TranscriptLine, ...]:
-        """The lines added after the first ``mark`` (a session carrying many messages takes
-        each message's part this way, without copying the whole record each time)."""
-        return tuple(self._lines[mark:])
-
     def clear(self) -> None:
         """Forget the lines so far (a long session stores each message's part as it goes, and
         need not keep them all in memory); secrets and timing stay."""
