@@ -64,6 +64,16 @@ def test_upgrade_creates_every_table_on_an_empty_database(engine: Engine) -> Non
     assert set(Base.metadata.tables) == TABLES
 
 
+def test_a_database_recording_two_revisions_is_refused_by_name(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001')"))
+    with pytest.raises(ConfigurationError) as refused:
+        schema_status(engine)
+    assert refused.value.field == "MAILCONNECT_DATABASE_URL"
+    assert f"several schema revisions (0001, {HEAD})" in str(refused.value)
+
+
 def test_models_match_the_migrations(engine: Engine) -> None:
     upgrade(engine)
     assert pending_model_changes(engine) == []

@@ -9,9 +9,9 @@ On SQLite, foreign keys are switched off for the migration (Alembic's batch mode
 and dropping the old copy would otherwise cascade deletes into child tables) and
 ``PRAGMA foreign_key_check`` must come back empty before the migration commits.
 
-Alembic is imported only when a migration or a revision lookup needs it: a process that opens
-a database already at :data:`HEAD` (every worker start but the first) reads the version row with
-one query and never loads Alembic (about 10 MB of memory).
+Alembic is imported only when a migration needs it: :func:`schema_status` reads the version row
+itself, so a process that opens a database already at :data:`HEAD` (every start but the first),
+and a readiness probe, never load Alembic (about 10 MB of memory).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from mailconnect.errors import ConfigurationError
 from mailconnect.store.engine import create_engine
@@ -90,16 +89,24 @@ def head_revision() -> str:
 
 
 def _current(connection: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """The revision recorded in the database (None: not migrated yet); no Alembic needed."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    versions = connection.execute(_SELECT_VERSION).scalars().all()
+    if len(versions) > 1:
+        raise ConfigurationError(
+            "MAILCONNECT_DATABASE_URL",
+            f"the database records several schema revisions ({', '.join(sorted(versions))})",
+            "restore the database from a backup taken before the failed migration",
+        )
+    return versions[0] if versions else None
 
 
 def schema_status(engine: Engine) -> SchemaStatus:
-    """Where the database is, compared with this version's newest revision."""
-    with engine.connect() as connection:
-        return SchemaStatus(current=_current(connection), head=head_revision())
+    """Where the database is, compared with this version's newest revision: one read (no write
+    lock on SQLite) and no Alembic, as start-up and every readiness probe ask it."""
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as connection:
+        return SchemaStatus(current=_current(connection), head=HEAD)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
@@ -109,7 +116,7 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
     with _migration_connection(engine) as connection:
         _refuse_unknown_revision(connection)
         command.upgrade(alembic_config(connection), revision)
-        return SchemaStatus(current=_current(connection), head=head_revision())
+        return SchemaStatus(current=_current(connection), head=HEAD)
 
 
 def downgrade(engine: Engine, revision: str) -> SchemaStatus:
@@ -119,31 +126,19 @@ def downgrade(engine: Engine, revision: str) -> SchemaStatus:
     with _migration_connection(engine) as connection:
         _refuse_unknown_revision(connection)
         command.downgrade(alembic_config(connection), revision)
-        return SchemaStatus(current=_current(connection), head=head_revision())
+        return SchemaStatus(current=_current(connection), head=HEAD)
 
 
 def open_database(url: str, **options: Any) -> Engine:
     """An engine for ``url`` whose schema is migrated to the newest revision (start-up)."""
     engine = create_engine(url, **options)
     try:
-        if not _at_head(engine):
-            upgrade(engine)
+        if not schema_status(engine).up_to_date:
+            upgrade(engine)  # with its checks: an unknown revision is refused there
     except BaseException:
         engine.dispose()
         raise
     return engine
-
-
-def _at_head(engine: Engine) -> bool:
-    """Whether the database is at :data:`HEAD` already (one query, no Alembic). Anything else,
-    an empty database included, goes through :func:`upgrade` and its checks."""
-    reader = engine.execution_options(sqlite_begin="DEFERRED")  # a read: no write lock
-    try:
-        with reader.connect() as connection:
-            rows = connection.execute(_SELECT_VERSION).all()
-    except DBAPIError:  # no version table yet
-        return False
-    return [tuple(row) for row in rows] == [(HEAD,)]
 
 
 def pending_model_changes(engine: Engine) -> list[Any]:
