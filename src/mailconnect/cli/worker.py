@@ -196,12 +196,13 @@ async def _run(
             err_console.print(f"[yellow]{sig.name}: stopping after the messages being sent...[/]")
         stop.set()
 
+    # Before the signal handlers: a taken port refuses here, with nothing to undo.
+    exporter = WorkerMetrics(outbox, *metrics) if metrics else None
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping, sig)
             installed.append(sig)
     display = _Display(outbox, once=once, as_json=as_json)
-    exporter = WorkerMetrics(outbox, *metrics) if metrics else None
     observing = asyncio.create_task(exporter.observe()) if exporter else None
 
     def progress(event: WorkerEvent) -> None:

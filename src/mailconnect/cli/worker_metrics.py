@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
 
 from mailconnect.errors import ConfigurationError
-from mailconnect.outbox import EventKind, Outbox, WorkerEvent
+from mailconnect.outbox import Outbox, WorkerEvent
 
 if TYPE_CHECKING:
     from mailconnect.service.metrics import Metrics
 
 __all__ = ["WorkerMetrics"]
 
+_log = logging.getLogger("mailconnect.worker")
 _OBSERVE_SECONDS = 1.0  # how often attempt durations are read for the histogram
 
 
@@ -33,7 +35,7 @@ class WorkerMetrics:
         # Imported here: the service package is not loaded by a worker without metrics.
         from mailconnect.service.metrics import Metrics
 
-        self.metrics: Metrics = Metrics(outbox.session)
+        self.metrics: Metrics = Metrics(outbox.readers)
         try:
             self._server, _ = start_http_server(port, addr=host, registry=self.metrics.registry)
         except OSError as exc:
@@ -45,15 +47,17 @@ class WorkerMetrics:
         self.address = f"http://{host}:{self._server.server_port}/metrics"
 
     def __call__(self, event: WorkerEvent) -> None:
-        tenant_id, message_id, state = event.tenant_id, event.message_id, event.state
-        if event.kind is EventKind.MESSAGE and tenant_id and message_id and state is not None:
-            self.metrics.message_finished(tenant_id, message_id, state.value)
+        self.metrics.worker_event(event)
 
     async def observe(self) -> None:
-        """Feed the attempt-duration histogram until cancelled."""
+        """Feed the attempt-duration histogram until cancelled; a failed read (the database
+        busy, say) is logged and tried again, it does not end the feed or the worker."""
         while True:
             await asyncio.sleep(_OBSERVE_SECONDS)
-            await asyncio.to_thread(self.metrics.observe_attempts)
+            try:
+                await asyncio.to_thread(self.metrics.observe_attempts)
+            except Exception:
+                _log.warning("reading attempt durations for /metrics failed", exc_info=True)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -89,7 +89,8 @@ class Outbox:
     poll_interval: float = 2.0
     configuration: Config | None = field(default=None, repr=False, compare=False)
     sessions: sessionmaker[Session] = field(init=False, repr=False, compare=False)
-    _reader: Engine = field(init=False, repr=False, compare=False)
+    # Read-only sessions: on SQLite ``BEGIN DEFERRED``, so they never take the write lock.
+    readers: sessionmaker[Session] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_message_size < 1 or self.poll_interval <= 0:
@@ -103,7 +104,7 @@ class Outbox:
         reader = self.engine
         if reader.dialect.name == "sqlite":
             reader = reader.execution_options(sqlite_begin="DEFERRED")
-        object.__setattr__(self, "_reader", reader)
+        object.__setattr__(self, "readers", sessionmaker(reader, expire_on_commit=False))
 
     @classmethod
     def open(cls, config: Config | None = None, **options: Any) -> Outbox:
@@ -172,7 +173,7 @@ class Outbox:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only session; on SQLite it does not take the write lock (``BEGIN DEFERRED``)."""
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+        with self.readers.begin() as session:
             yield session
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailconnect.outbox import EventKind, WorkerEvent
 from mailconnect.store import Attempt, Connection, ConnectionStatus, Message, MessageState
 from mailconnect.store.service_models import DeliveryState, WebhookDelivery
 
@@ -126,6 +127,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+
+    def worker_event(self, event: WorkerEvent) -> None:
+        """A worker's ``progress`` callback: counts the attempts that ended."""
+        tenant_id, message_id, state = event.tenant_id, event.message_id, event.state
+        if event.kind is EventKind.MESSAGE and tenant_id and message_id and state is not None:
+            self.message_finished(tenant_id, message_id, state.value)
 
     def message_finished(self, tenant_id: uuid.UUID, message_id: uuid.UUID, state: str) -> None:
         """The worker reported an attempt's end (called in the event loop: only counts)."""

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailconnect.crypto import Keyring
 from mailconnect.errors import ConfigurationError, SecretBindingError, SecretError
 from mailconnect.netguard import GuardPolicy, Resolver
-from mailconnect.outbox import EventKind, Outbox, WorkerEvent, run_worker
+from mailconnect.outbox import Outbox, WorkerEvent, run_worker
 from mailconnect.probe import NameserverResolver
 from mailconnect.service.auth import KeyCache, load_operator_token
 from mailconnect.service.groupcommit import GroupCommit
@@ -135,12 +135,8 @@ class Runtime:
         """Open the database and keyring and check the stored secrets (StartupRefused)."""
         outbox = Outbox.open(settings)
         try:
-            engine = outbox.engine
-            sessions = sessionmaker(engine, expire_on_commit=False)
-            read_engine = engine
-            if engine.dialect.name == "sqlite":
-                read_engine = engine.execution_options(sqlite_begin="DEFERRED")
-            reader = sessionmaker(read_engine, expire_on_commit=False)
+            sessions = sessionmaker(outbox.engine, expire_on_commit=False)
+            reader = outbox.readers
             with reader() as session:
                 _refuse_missing_keys(audit_all_secrets(session, outbox.keyring))
             token, created = load_operator_token(
@@ -225,13 +221,7 @@ class Runtime:
                     await asyncio.wait_for(stop.wait(), timeout=5)
 
     def _progress(self, event: WorkerEvent) -> None:
-        if (
-            event.kind is EventKind.MESSAGE
-            and event.state is not None
-            and event.tenant_id is not None
-            and event.message_id is not None
-        ):
-            self.metrics.message_finished(event.tenant_id, event.message_id, event.state.value)
+        self.metrics.worker_event(event)
 
     async def _webhooks(self, stop: asyncio.Event) -> None:
         scanner = EventScanner(self.sessions, self.reader)
