@@ -67,7 +67,7 @@ def test_upgrade_creates_every_table_on_an_empty_database(engine: Engine) -> Non
 def test_a_database_recording_two_revisions_is_refused_by_name(engine: Engine) -> None:
     upgrade(engine)
     with engine.begin() as connection:
-        connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001')"))
+        connection.execute(text("INSERT INTO mailconnect_alembic_version VALUES ('0001')"))
     with pytest.raises(ConfigurationError) as refused:
         schema_status(engine)
     assert refused.value.field == "MAILCONNECT_DATABASE_URL"
