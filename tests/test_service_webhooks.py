@@ -8,16 +8,20 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy.orm import sessionmaker
 from tests.support.service import Receiver, Stack, Tenant, service_db, stack, wait_for
 from tests.support.smtp_servers import StaticResolver
 
+from mailconnect.crypto import Keyring, Secret, generate_key
 from mailconnect.errors import ConfigurationError
 from mailconnect.netguard import GuardPolicy
 from mailconnect.service import SIGNATURE_HEADER, sign, verify_signature
-from mailconnect.service.webhooks import check_url
+from mailconnect.service.webhooks import Dispatcher, _Job, check_url
 
 __all__ = ["service_db", "stack"]
 
@@ -200,6 +204,35 @@ async def test_webhooks_cross_the_internet_over_https_only() -> None:
     assert "https" in refused.value.fix
     url = await check_url("https://hooks.acme.example/mailconnect", public, PUBLIC)
     assert url == "https://hooks.acme.example/mailconnect"
+
+
+async def test_a_saved_plain_http_webhook_is_not_posted_to_the_internet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A URL saved before the https rule (or whose name now resolves elsewhere) meets the rule
+    at delivery too: nothing is sent."""
+
+    async def must_not_send(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the event was sent")
+
+    monkeypatch.setattr(httpx.AsyncClient, "post", must_not_send)
+    public = GuardPolicy.parse(allowed_ports=[80, 443])
+    dispatcher = Dispatcher(sessionmaker(), Keyring([generate_key()]), public, resolver=PUBLIC)
+    job = _Job(
+        delivery_id=uuid.uuid4(),
+        tenant_id=uuid.uuid4(),
+        webhook_id=uuid.uuid4(),
+        event_id=uuid.uuid4(),
+        event_type="message.sent",
+        url="http://hooks.acme.example/mailconnect",
+        secret=Secret("whsec_x"),
+        payload=b"{}",
+        attempts=0,
+    )
+    result = await dispatcher.post(job)
+    assert result.status_code is None
+    assert result.error is not None
+    assert "https only" in result.error
 
 
 @pytest.mark.parametrize(

@@ -170,8 +170,16 @@ def _parse_url(text: str) -> _Target:
 async def _pin(
     target: _Target, policy: GuardPolicy, resolver: Resolver | None, timeout: float
 ) -> str:
+    """The checked address to send to. Saving a webhook and every POST go through here, so a
+    URL saved earlier, or a name that now resolves elsewhere, meets the same rules."""
     host = parse_host(target.host, "url")
     pinned = await resolve_and_check(host, target.port, policy, resolver=resolver, timeout=timeout)
+    if target.url.scheme == "http" and not _plain_http_allowed(pinned.address, policy):
+        raise ConfigurationError(
+            "url",
+            "webhooks are sent over https only: an event names recipients and subjects",
+            "use the https URL of your application",
+        )
     return pinned.address
 
 
@@ -191,7 +199,7 @@ async def check_url(
     """
     target = _parse_url(text)
     try:
-        address = await _pin(target, policy, resolver, timeout)
+        await _pin(target, policy, resolver, timeout)
     except TargetUnreachable as exc:
         log.info(
             "webhook url refused",
@@ -202,12 +210,6 @@ async def check_url(
             str(exc),
             "use a public https URL of your application (ports 80 and 443)",
         ) from None
-    if target.url.scheme == "http" and not _plain_http_allowed(address, policy):
-        raise ConfigurationError(
-            "url",
-            "webhooks are sent over https only: an event names recipients and subjects",
-            "use the https URL of your application",
-        )
     return str(target.url)
 
 
