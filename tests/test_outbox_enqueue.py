@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
-from tests.support.databases import postgres_schema
-from tests.support.sinks import SENDER, OutboxEnv, make_env, outbox_env, sqlite_env
+from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
 
 from mailconnect.compose import MessageInput
 from mailconnect.config import Config
@@ -419,22 +417,19 @@ def _reltuples(env: OutboxEnv) -> dict[str, float]:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_bulk_load_into_tables_never_analyzed_gathers_their_statistics(
-    postgres_database: URL,
+    outbox_env: OutboxEnv,
 ) -> None:
-    with postgres_schema(postgres_database, "analyze") as url:
-        env = make_env(url)
-        try:
-            env.connection(25)
-            assert set(_reltuples(env).values()) == {-1.0}  # never analyzed: the planner guesses
-            small = [env.message() for _ in range(50)]
-            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=small)
-            assert set(_reltuples(env).values()) == {-1.0}  # left to autovacuum
-            bulk = [env.message() for _ in range(1000)]
-            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=bulk)
-            assert _reltuples(env) == {
-                "mailconnect_messages": 1050.0,
-                "mailconnect_message_recipients": 1050.0,
-            }
-        finally:
-            env.outbox.close()
+    env = outbox_env
+    env.connection(25)
+    assert set(_reltuples(env).values()) == {-1.0}  # never analyzed: the planner guesses
+    small = [env.message() for _ in range(50)]
+    enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=small)
+    assert set(_reltuples(env).values()) == {-1.0}  # left to autovacuum
+    bulk = [env.message() for _ in range(1000)]
+    enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=bulk)
+    assert _reltuples(env) == {
+        "mailconnect_messages": 1050.0,
+        "mailconnect_message_recipients": 1050.0,
+    }

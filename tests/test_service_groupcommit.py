@@ -16,7 +16,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
 
-from mailconnect.errors import ConfigurationError
+from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox import EnqueueItem, Outbox
 from mailconnect.service.groupcommit import GroupCommit
 from mailconnect.store import Message, create_tenant
@@ -102,7 +102,7 @@ async def test_an_error_stays_with_its_request(sqlite_env: OutboxEnv) -> None:
         )
         assert isinstance(results[1], ConfigurationError)
         assert results[1].field == "connection_id"
-        assert isinstance(results[3], Exception)
+        assert isinstance(results[3], NotFound)  # the unknown tenant
         assert not isinstance(results[0], BaseException)
         assert not isinstance(results[2], BaseException)
         assert len(results[2]) == 2

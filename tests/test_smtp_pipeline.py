@@ -147,6 +147,8 @@ async def test_one_write_for_the_envelope_over_starttls_then_the_session_goes_on
         b"RCPT TO:<gone@example.com>\r\nDATA\r\n"
     )
     assert envelope in encrypted
+    # one write: the RCPTs and DATA had arrived before the server answered MAIL
+    assert fake.waiting["MAIL"] == envelope.partition(b"\r\n")[2]
     assert b"\r\n..a line starting with a dot\r\nbye\r\n.\r\n" in encrypted
     assert b"MAIL" not in bytes(fake.plaintext)  # nothing of the envelope before TLS
     lines = [str(line) for line in session.transcript.lines]
@@ -161,6 +163,7 @@ async def test_no_recipient_accepted_but_354_ends_with_a_lone_dot() -> None:
         assert replies.data.code == 354
         await session.quit(timeout=2)
     assert b"Subject: hello" not in fake.received
+    assert b"DATA\r\n.\r\nQUIT\r\n" in fake.received
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given
@@ -20,14 +20,16 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from tests.support.sinks import OutboxEnv, outbox_env
 
 from mailconnect.outbox.limits import table_of
-from mailconnect.settings import ConnectionSettings
-from mailconnect.store import create_connection, create_tenant, session_factory
+from mailconnect.store import session_factory
 from mailconnect.store.bulk import execute_many, insert_many
 from mailconnect.store.models import Message
 from mailconnect.store.states import MessageState
 from mailconnect.store.types import UTCDateTime
+
+__all__ = ["outbox_env"]
 
 _messages = table_of(Message)
 _INSERT = _messages.insert()
@@ -39,32 +41,27 @@ _SETTLE = (
 _NO_UPDATED_AT = _messages.update().where(_messages.c.id == bindparam("b_id")).values(size_bytes=1)
 
 
-@pytest.fixture
-def engine(migrated_engine: Engine) -> Engine:
-    return migrated_engine
+class _Owner(NamedTuple):
+    tenant_id: uuid.UUID
+    connection_id: uuid.UUID
 
 
 @pytest.fixture
-def tenant_id(engine: Engine) -> uuid.UUID:
-    """A tenant with one connection (its id is the tenant's: see _row)."""
-    with session_factory(engine)() as session, session.begin():
-        tenant = create_tenant(session, external_id="bulk", name="Bulk")
-        settings = ConnectionSettings.parse(
-            host="127.0.0.1", port=2525, security="none", auth="none", sender="jobs@acme.example"
-        )
-        connection = create_connection(session, tenant.id, name="c", settings=settings)
-        _connections[tenant.id] = connection.id
-        return tenant.id
+def engine(outbox_env: OutboxEnv) -> Engine:
+    return outbox_env.outbox.engine
 
 
-_connections: dict[uuid.UUID, uuid.UUID] = {}
+@pytest.fixture
+def owner(outbox_env: OutboxEnv) -> _Owner:
+    """The test tenant and a connection of it, which the rows' messages belong to."""
+    return _Owner(outbox_env.tenant_id, outbox_env.connection(2525))
 
 
-def _row(tenant_id: uuid.UUID, index: int, now: datetime) -> dict[str, Any]:
+def _row(owner: _Owner, index: int, now: datetime) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
-        "tenant_id": tenant_id,
-        "connection_id": _connections[tenant_id],
+        "tenant_id": owner.tenant_id,
+        "connection_id": owner.connection_id,
         "idempotency_key": None,
         "message_id_header": f"<{index}@bulk.example>",
         "envelope_from": "jobs@acme.example",
@@ -98,10 +95,10 @@ def _execute_many(session: Session, rows: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("write", [_execute_many, _insert_many])
 def test_fast_writes_store_what_session_execute_stores(
-    engine: Engine, tenant_id: uuid.UUID, write: Callable[[Session, list[dict[str, Any]]], None]
+    engine: Engine, owner: _Owner, write: Callable[[Session, list[dict[str, Any]]], None]
 ) -> None:
     now = datetime(2026, 11, 27, 8, 0, 0, 0, tzinfo=UTC)  # a zero microsecond: the padded form
-    fast = [_row(tenant_id, i, now) for i in range(5)]
+    fast = [_row(owner, i, now) for i in range(5)]
     # what COPY's text format must escape: tab, newline, backslash, NUL and 0xff bytes
     fast[1]["subject"] = "tab\there\nnewline \\ back\\slash \\N"
     fast[2]["content"] = b"\x00\xff\t\n\\.\r\n"
@@ -125,28 +122,28 @@ def test_fast_writes_store_what_session_execute_stores(
 
 
 def test_insert_many_is_part_of_the_transaction_and_raises_sqlalchemys_errors(
-    engine: Engine, tenant_id: uuid.UUID
+    engine: Engine, owner: _Owner
 ) -> None:
     now = datetime.now(UTC)
-    rolled_back = _row(tenant_id, 0, now)
+    rolled_back = _row(owner, 0, now)
     with session_factory(engine)() as session:
         with session.begin():
             insert_many(session, _messages, [rolled_back])
             session.rollback()
-        kept = _row(tenant_id, 1, now)
+        kept = _row(owner, 1, now)
         with session.begin():
             insert_many(session, _messages, [kept])
         with pytest.raises(IntegrityError), session.begin():
-            insert_many(session, _messages, [_row(tenant_id, 2, now), {**kept}])  # same id
+            insert_many(session, _messages, [_row(owner, 2, now), {**kept}])  # same id
         ids = set(session.scalars(select(_messages.c.id)))
     assert ids == {kept["id"]}
 
 
 def test_execute_many_updates_only_matching_rows_and_counts_them(
-    engine: Engine, tenant_id: uuid.UUID
+    engine: Engine, owner: _Owner
 ) -> None:
     now = datetime.now(UTC)
-    rows = [_row(tenant_id, i, now) for i in range(4)]
+    rows = [_row(owner, i, now) for i in range(4)]
     rows[3]["state"] = MessageState.HELD
     with session_factory(engine)() as session, session.begin():
         execute_many(session, _INSERT, rows)
@@ -165,9 +162,9 @@ def test_execute_many_updates_only_matching_rows_and_counts_them(
     assert stamps[rows[3]["id"]] == now
 
 
-def test_execute_many_refuses_rows_missing_a_value(engine: Engine, tenant_id: uuid.UUID) -> None:
+def test_execute_many_refuses_rows_missing_a_value(engine: Engine, owner: _Owner) -> None:
     now = datetime.now(UTC)
-    row = _row(tenant_id, 0, now)
+    row = _row(owner, 0, now)
     with session_factory(engine)() as session, session.begin():
         execute_many(session, _INSERT, [row])
         # updated_at has an onupdate default, which execute_many does not compute

@@ -339,6 +339,9 @@ class Fake:
     plaintext: bytearray = field(default_factory=bytearray)
     encrypted: bytearray = field(default_factory=bytearray)  # decrypted bytes received over TLS
     verbs: list[str] = field(default_factory=list)
+    # For the first command of each verb: what had arrived after it before the server answered
+    # it (a pipelining client's following commands are already there).
+    waiting: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def received(self) -> bytes:
@@ -442,6 +445,7 @@ class _Conversation:
                 return
             verb = line.split(b" ", 1)[0].strip().upper().decode(errors="replace")
             self.fake.verbs.append(verb)
+            self.fake.waiting.setdefault(verb, bytes(self.reader._buffer))
             key = "EHLO_TLS" if verb == "EHLO" and self.tls else verb
             if key == self.script.reset_at:
                 await self.reset(self._first_line(key))
