@@ -309,15 +309,13 @@ def run(kind: str, args: argparse.Namespace) -> list[Result] | None:
                         )
                     ),
                     library_bulk(outbox, tenant, args.count * 5, args.bulk_size, args.seconds),
-                    measured(
-                        lambda: http_bulk(
-                            service,
-                            key,
-                            args.count * 5,
-                            args.bulk_size,
-                            args.seconds,
-                            max(1, args.concurrency // 4),
-                        )
+                    http_bulk(
+                        service,
+                        key,
+                        args.count * 5,
+                        args.bulk_size,
+                        args.seconds,
+                        max(1, args.concurrency // 4),
                     ),
                 ]
             finally:
