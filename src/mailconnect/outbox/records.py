@@ -229,27 +229,28 @@ def open_attempts(
     those; a message missing from it lost its lease: do not send it."""
     if not messages:
         return {}
-    held = _held(session, [claimed.id for claimed, _ in messages], {owner})
-    opened: dict[uuid.UUID, uuid.UUID] = {}
-    rows: list[dict[str, object]] = []
-    for claimed, number in messages:
-        if claimed.id not in held:
-            continue
-        attempt_id = opened[claimed.id] = uuid.uuid4()
-        rows.append(
-            {
-                "b_id": claimed.id,
-                "b_owner": owner,
-                "b_number": number,
-                "b_until": lease_until,
-                "b_attempt": attempt_id,
-                "b_tenant": claimed.tenant_id,
-                "b_started": started_at,
-                "b_server": server_address,
-            }
-        )
+    opened = {claimed.id: uuid.uuid4() for claimed, _ in messages}
+    rows: list[dict[str, object]] = [
+        {
+            "b_id": claimed.id,
+            "b_owner": owner,
+            "b_number": number,
+            "b_until": lease_until,
+            "b_attempt": opened[claimed.id],
+            "b_tenant": claimed.tenant_id,
+            "b_started": started_at,
+            "b_server": server_address,
+        }
+        for claimed, number in messages
+    ]
+    # The lease extension is conditioned on holding the lease: when it reaches every row, all
+    # are held (and locked until the commit); only when it does not is a read needed to tell
+    # which (it sees the same rows: the extension changed neither owner nor state).
+    if execute_many(session, _OPEN_LEASE, rows) != len(rows):
+        held = _held(session, list(opened), {owner})
+        opened = {key: value for key, value in opened.items() if key in held}
+        rows = [row for row in rows if row["b_id"] in held]
     if rows:
-        execute_many(session, _OPEN_LEASE, rows)
         execute_many(session, _OPEN_ATTEMPT, rows)
     return opened
 
