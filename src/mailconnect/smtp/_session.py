@@ -341,7 +341,7 @@ class SmtpSession:
         self._require_encryption(Stage.DATA, b"DATA")
         smtp = self._client()
         self.transcript.client(b"DATA")
-        self.transcript.note(f"message of {len(message)} bytes")
+        self.transcript.message_sent(len(message))
         try:
             response = await smtp.data(message, timeout=timeout)
         except _LIBRARY_ERRORS as exc:
@@ -416,7 +416,7 @@ class SmtpSession:
                 reply.code in (_OK, 251) for reply in result.rcpt
             )
             if accepted:
-                self.transcript.note(f"message of {len(message)} bytes")
+                self.transcript.message_sent(len(message))
             reader.write_body(payload if accepted else b".\r\n")
             result.final = await self._read(reader, data_timeout)
             if reader.unasked:

@@ -125,5 +125,10 @@ class Transcript:
     def note(self, text: str) -> None:
         self._add(Direction.NOTE, redact(text, self._secrets))
 
+    def message_sent(self, size: int) -> None:
+        """Note the message itself (its size only: a transcript holds no body). Our own words,
+        with nothing to redact: :meth:`note` runs every pattern, once per message."""
+        self._add(Direction.NOTE, f"message of {size} bytes")
+
     def __str__(self) -> str:
         return "\n".join(str(line) for line in self._lines)
