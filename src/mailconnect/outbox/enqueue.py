@@ -65,6 +65,7 @@ from mailconnect.outbox.limits import ConnectionLimits, dialect_insert, resolve_
 from mailconnect.outbox.wakeup import CHANNEL, wake_local
 from mailconnect.store.bulk import insert_many
 from mailconnect.store.connections import list_connections, require_connection
+from mailconnect.store.ids import new_id
 from mailconnect.store.models import Connection, Message, MessageRecipient
 from mailconnect.store.states import ConnectionStatus, MessageState, RecipientState
 from mailconnect.store.tenants import require_tenant_id
@@ -254,7 +255,7 @@ def _prepare(
     _check_recipient_count(len(rendered.recipients), chooser.limits(connection))
     held = connection.status is ConnectionStatus.NEEDS_ATTENTION
     row = {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "connection_id": connection.id,
         "message_id_header": rendered.message_id,
         "envelope_from": rendered.envelope_from,

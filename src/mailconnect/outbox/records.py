@@ -28,6 +28,7 @@ from mailconnect.outbox.claim import Claimed
 from mailconnect.outbox.limits import table_of
 from mailconnect.store.bulk import execute_many
 from mailconnect.store.connections import set_connection_status
+from mailconnect.store.ids import new_id
 from mailconnect.store.models import Attempt, Message, MessageRecipient
 from mailconnect.store.states import (
     AttemptOutcome,
@@ -229,7 +230,7 @@ def open_attempts(
     those; a message missing from it lost its lease: do not send it."""
     if not messages:
         return {}
-    opened = {claimed.id: uuid.uuid4() for claimed, _ in messages}
+    opened = {claimed.id: new_id() for claimed, _ in messages}
     rows: list[dict[str, object]] = [
         {
             "b_id": claimed.id,
@@ -422,7 +423,7 @@ def _store_attempts(session: Session, done: Sequence[Finished]) -> None:
         whole.append(
             {
                 **params,
-                "b_attempt": uuid.uuid4(),
+                "b_attempt": new_id(),
                 "b_tenant": item.claimed.tenant_id,
                 "b_id": item.claimed.id,
                 "b_number": record.number,

@@ -6,7 +6,8 @@ functions, which always take the tenant's id first.
 
 Modules: ``engine`` (SQLite pragmas, PostgreSQL options), ``models`` (tables), ``states`` (closed
 vocabularies), ``migrate`` (Alembic, programmatic), ``tenants`` and ``connections`` (repository),
-``credentials`` (encrypted connection secrets), ``errors`` (NotFound).
+``credentials`` (encrypted connection secrets), ``errors`` (NotFound), ``ids`` (row ids
+that grow with time), ``bulk`` (one statement for many rows).
 """
 
 # The service's tables (API keys, webhooks) are part of the one schema the migrations build.

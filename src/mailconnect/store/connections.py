@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mailconnect.errors import ConfigurationError
 from mailconnect.settings import ConnectionSettings
 from mailconnect.store.errors import NotFound
+from mailconnect.store.ids import new_id
 from mailconnect.store.models import Connection, Message
 from mailconnect.store.states import ConnectionStatus
 from mailconnect.store.tenants import require_tenant
@@ -92,7 +93,7 @@ def create_connection(
     name = _name(name)
     _refuse_duplicate_name(session, tenant_id, name)
     connection = Connection(
-        id=uuid.uuid4(),
+        id=new_id(),
         tenant_id=tenant_id,
         name=name,
         provider_id=provider_id,

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from mailconnect.settings import AuthMethod, ConnectionSettings, Host, Security, Sender
+from mailconnect.store.ids import new_id
 from mailconnect.store.states import (
     AttemptOutcome,
     ConnectionStatus,
@@ -86,7 +87,7 @@ class Tenant(Base):
 
     __tablename__ = "mailconnect_tenants"
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     # The host application's own id for the company; unique.
     external_id: Mapped[str] = mapped_column(String(200), unique=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -107,7 +108,7 @@ class Connection(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_TENANTS, ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))  # the tenant's label: "jobs@", "HR"
     provider_id: Mapped[str | None] = mapped_column(String(64))  # catalogue id, if known
@@ -211,7 +212,7 @@ class Message(Base):
         Index(None, "connection_id", "state", "next_attempt_at"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(_TENANTS, ondelete="CASCADE"))
     connection_id: Mapped[uuid.UUID] = mapped_column()
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
@@ -292,7 +293,7 @@ class Attempt(Base):
         ),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     tenant_id: Mapped[uuid.UUID] = mapped_column()
     message_id: Mapped[uuid.UUID] = mapped_column()
     number: Mapped[int] = mapped_column(Integer)  # 1 for the first attempt

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from mailconnect.errors import ConfigurationError
 from mailconnect.store.errors import NotFound
+from mailconnect.store.ids import new_id
 from mailconnect.store.models import Tenant
 
 __all__ = [
@@ -38,7 +39,7 @@ def _text(value: str, field: str) -> str:
 def create_tenant(session: Session, *, external_id: str, name: str) -> Tenant:
     """A new tenant; ``external_id`` is the host application's id for the company (unique)."""
     tenant = Tenant(
-        id=uuid.uuid4(),
+        id=new_id(),
         external_id=_text(external_id, "external_id"),
         name=_text(name, "name"),
     )
