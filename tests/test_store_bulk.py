@@ -24,7 +24,7 @@ from tests.support.sinks import OutboxEnv, outbox_env
 
 from mailconnect.outbox.limits import table_of
 from mailconnect.store import session_factory
-from mailconnect.store.bulk import execute_many, insert_many
+from mailconnect.store.bulk import execute_many, insert_many, matched_many
 from mailconnect.store.models import Message
 from mailconnect.store.states import MessageState
 from mailconnect.store.types import UTCDateTime
@@ -160,6 +160,35 @@ def test_execute_many_updates_only_matching_rows_and_counts_them(
     assert [states[r["id"]] for r in rows] == [MessageState.SENT] * 3 + [MessageState.HELD]
     assert stamps[rows[0]["id"]] == later
     assert stamps[rows[3]["id"]] == now
+
+
+def test_matched_many_says_which_rows_an_update_reached_where_the_driver_can(
+    engine: Engine, owner: _Owner
+) -> None:
+    """PostgreSQL (psycopg 3): each row's RETURNING, the held one missing. Other drivers:
+    None, and nothing executed (the caller then reads what it needs)."""
+    now = datetime.now(UTC)
+    rows = [_row(owner, i, now) for i in range(4)]
+    rows[1]["state"] = MessageState.HELD
+    with session_factory(engine)() as session, session.begin():
+        execute_many(session, _INSERT, rows)
+        params = [{"b_id": r["id"], "b_state": MessageState.SENT, "b_now": now} for r in rows]
+        matched = matched_many(session, _SETTLE.returning(_messages.c.id), params)
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(ValueError, match="RETURNING"):
+                matched_many(session, _SETTLE, params)
+        states = dict(session.execute(select(_messages.c.id, _messages.c.state)).all())
+    if engine.dialect.name == "postgresql":
+        assert matched == [rows[0]["id"], rows[2]["id"], rows[3]["id"]]
+        assert [states[r["id"]] for r in rows] == [
+            MessageState.SENT,
+            MessageState.HELD,
+            MessageState.SENT,
+            MessageState.SENT,
+        ]
+    else:
+        assert matched is None
+        assert {states[r["id"]] for r in rows} == {MessageState.QUEUED, MessageState.HELD}
 
 
 def test_execute_many_refuses_rows_missing_a_value(engine: Engine, owner: _Owner) -> None:

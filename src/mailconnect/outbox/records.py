@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed
 from mailconnect.outbox.limits import table_of
-from mailconnect.store.bulk import execute_many
+from mailconnect.store.bulk import execute_many, matched_many
 from mailconnect.store.connections import set_connection_status
 from mailconnect.store.ids import new_id
 from mailconnect.store.models import Attempt, Message, MessageRecipient
@@ -126,12 +126,15 @@ _SETTLE_FIELDS: dict[str, Any] = {
     "updated_at": bindparam("b_now"),
     "finished_at": bindparam("b_finished"),
 }
-_SETTLE = _messages.update().where(_HELD_BY_ME).values(_SETTLE_FIELDS)
-_SETTLE_AND_RESCHEDULE = (
-    _messages.update()
+# by whether the message is rescheduled (next_attempt_at set)
+_SETTLING = {
+    False: _messages.update().where(_HELD_BY_ME).values(_SETTLE_FIELDS),
+    True: _messages.update()
     .where(_HELD_BY_ME)
-    .values({**_SETTLE_FIELDS, "next_attempt_at": bindparam("b_next")})
-)
+    .values({**_SETTLE_FIELDS, "next_attempt_at": bindparam("b_next")}),
+}
+# the same, saying which rows they reached (PostgreSQL: see _settle_where_held)
+_SETTLING_MATCHED = {key: plain.returning(_messages.c.id) for key, plain in _SETTLING.items()}
 _ATTEMPT_FIELDS: dict[str, Any] = {
     "duration_ms": bindparam("b_duration"),
     "outcome": bindparam("b_outcome"),
@@ -339,53 +342,57 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
     very attempt)."""
     if not done:
         return []
-    held_ids = _held(
-        session, [item.claimed.id for item in done], {item.record.owner for item in done}
-    )
-    settle: dict[bool, list[dict[str, object]]] = {False: [], True: []}
-    held: list[bool] = []
-    for item in done:
-        settlement, record = item.settlement, item.record
-        params: dict[str, object] = {
-            "b_id": item.claimed.id,
-            "b_owner": record.owner,
-            "b_state": settlement.state,
-            "b_reason": settlement.reason,
-            "b_number": record.number,
-            "b_now": now,
-            "b_finished": now if settlement.finished else None,
-            "b_next": settlement.next_attempt_at,
-        }
-        if item.claimed.id in held_ids:
-            held.append(True)
-            settle[settlement.next_attempt_at is not None].append(params)
-            continue
-        held.append(False)
-        if item.attempt_id is None:
-            continue  # recovery put it back before any attempt: another worker owns it now
-        values: dict[str, object] = {
-            "state": settlement.state,
-            "state_reason": settlement.reason,
-            "attempt_count": record.number,
-            "updated_at": now,
-            "finished_at": params["b_finished"],
-        }
-        if settlement.next_attempt_at is not None:
-            values["next_attempt_at"] = settlement.next_attempt_at
-        _late_result(session, item.claimed, item.attempt_id, values)
-    for reschedule, rows in settle.items():
-        if rows:
-            execute_many(session, _SETTLE_AND_RESCHEDULE if reschedule else _SETTLE, rows)
+    held_ids = _settle_where_held(session, done, now)
+    held = [item.claimed.id in held_ids for item in done]
+    for item, kept in zip(done, held, strict=True):
+        if not kept and item.attempt_id is not None:
+            _late_result(session, item, item.attempt_id, now)
+        # else: recovery put it back before any attempt: another worker owns it now
     stored = [item for item, kept in zip(done, held, strict=True) if kept or item.attempt_id]
     _store_attempts(session, stored)
     _store_recipients(session, stored, now)
     return held
 
 
-def _late_result(
-    session: Session, claimed: Claimed, attempt_id: uuid.UUID, values: dict[str, object]
-) -> None:
+def _settle_where_held(session: Session, done: Sequence[Finished], now: datetime) -> set[uuid.UUID]:
+    """The messages' new states, where this worker still holds the lease; returns those ids.
+
+    On PostgreSQL the settling statements say which rows they reached (each row's RETURNING),
+    so nothing is read or locked first; elsewhere the held ones are read, then settled.
+    """
+    groups: dict[bool, list[dict[str, object]]] = {False: [], True: []}  # rescheduled or not
+    for item in done:
+        settlement = item.settlement
+        groups[settlement.next_attempt_at is not None].append(
+            {
+                "b_id": item.claimed.id,
+                "b_owner": item.record.owner,
+                "b_state": settlement.state,
+                "b_reason": settlement.reason,
+                "b_number": item.record.number,
+                "b_now": now,
+                "b_finished": now if settlement.finished else None,
+                "b_next": settlement.next_attempt_at,
+            }
+        )
+    matched = [
+        matched_many(session, _SETTLING_MATCHED[reschedule], rows)
+        for reschedule, rows in groups.items()
+        if rows
+    ]
+    if None not in matched:  # (the driver either tells for every statement or for none)
+        return {message_id for ids in matched if ids for message_id in ids}
+    held = _held(session, [item.claimed.id for item in done], {i.record.owner for i in done})
+    for reschedule, rows in groups.items():
+        mine = [row for row in rows if row["b_id"] in held]
+        if mine:
+            execute_many(session, _SETTLING[reschedule], mine)
+    return held
+
+
+def _late_result(session: Session, item: Finished, attempt_id: uuid.UUID, now: datetime) -> None:
     """Recovery made the message uncertain from this attempt; the real result replaces that."""
+    claimed, settlement = item.claimed, item.settlement
     latest = session.scalar(
         select(Attempt.id)
         .where(Attempt.tenant_id == claimed.tenant_id, Attempt.message_id == claimed.id)
@@ -394,6 +401,15 @@ def _late_result(
     )
     if latest != attempt_id:
         return
+    values: dict[str, object] = {
+        "state": settlement.state,
+        "state_reason": settlement.reason,
+        "attempt_count": item.record.number,
+        "updated_at": now,
+        "finished_at": now if settlement.finished else None,
+    }
+    if settlement.next_attempt_at is not None:
+        values["next_attempt_at"] = settlement.next_attempt_at
     session.execute(
         update(Message)
         .where(Message.id == claimed.id, Message.state == MessageState.UNCERTAIN)

@@ -12,24 +12,30 @@ connection and transaction (``exec_driver_sql``: the same error wrapping, the sa
 instead of a statement per row: a quarter less of the server's work for a bulk enqueue; with
 psycopg 3, the driver the project installs), else with :func:`execute_many`.
 
-Only plain INSERT and UPDATE (and DELETE) statements without RETURNING and without expanding
-``IN`` parameters; a column default computed in Python (``default=``/``onupdate=`` callables)
-is not run here, so every such column must be given in the rows: a missing one raises. The
-statements are module constants: their compiled forms are kept for the life of the process.
+:func:`matched_many` runs an UPDATE for many rows and says which rows each reached (its
+``RETURNING`` column), where the driver can: PostgreSQL with psycopg 3, which pipelines the rows
+and keeps each one's result. Elsewhere it returns None and the caller reads what it needs.
+
+Only plain INSERT and UPDATE (and DELETE) statements without expanding ``IN`` parameters, and
+without RETURNING except for :func:`matched_many`; a column default computed in Python
+(``default=``/``onupdate=`` callables) is not run here, so every such column must be given in
+the rows: a missing one raises. The statements are module constants: their compiled forms are
+kept for the life of the process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Table
+from sqlalchemy import Connection, Dialect, Insert, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["execute_many", "insert_many"]
+__all__ = ["execute_many", "insert_many", "matched_many"]
 
 _Convert = Callable[[Any], Any]
 
@@ -46,15 +52,24 @@ class _Prepared:
     required: frozenset[str]  # what every row must give
 
 
-# (statement, dialect+driver, row keys) -> its compiled form; a dict's item assignment is atomic,
-# so the worker's threads at worst compile one twice.
+# (statement, dialect+driver[+returning], row keys) -> its compiled form; a dict's item
+# assignment is atomic, so the worker's threads at worst compile one twice.
 _prepared: dict[tuple[ClauseElement, str, tuple[str, ...]], _Prepared] = {}
 
 
-def _prepare(statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+def _prepare(
+    statement: ClauseElement, dialect: Dialect, keys: tuple[str, ...], *, returning: bool
+) -> _Prepared:
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
-    if getattr(compiled, "returning", None) or getattr(compiled, "_numeric_binds", False):
-        raise ValueError("execute_many takes plain INSERT, UPDATE and DELETE statements")
+    # Read off the SQL: the compiled form's ``returning`` and the statement's
+    # ``returning_column_descriptions`` were found empty for an UPDATE that had one.
+    returns = " RETURNING " in compiled.string
+    if getattr(compiled, "_numeric_binds", False) or returns != returning:
+        raise ValueError(
+            "matched_many takes an UPDATE ... RETURNING"
+            if returning
+            else "execute_many takes plain INSERT, UPDATE and DELETE statements"
+        )
     names: tuple[str, ...] = tuple(compiled.positiontup or compiled.binds)
     converters: list[_Convert | None] = []
     fixed: dict[str, Any] = {}
@@ -113,16 +128,48 @@ def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     quote = dialect.identifier_preparer.quote
     columns = ", ".join(quote(table.c[key].name) for key in prepared.keys)
     command = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
+    with _driver_cursor(connection, command) as cursor, cursor.copy(command) as copy:
+        for values in converted:
+            copy.write_row(values)
+
+
+def matched_many(
+    session: Session, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]
+) -> list[Any] | None:
+    """Execute ``statement``, an UPDATE with ``RETURNING`` one column, once per row (every row
+    with the same keys), in the session's transaction; return the value each row that matched
+    returned (the driver's own value: for a UUID column, a UUID). None when the driver cannot
+    tell the rows apart (anything but psycopg 3): the caller must find out another way, and
+    nothing was executed."""
+    connection = session.connection()
+    dialect = connection.dialect
+    if (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
+        return None
+    if not rows:
+        return []
+    prepared, converted = _converted(dialect, statement, rows, positional=False, returning=True)
+    matched: list[Any] = []
+    with _driver_cursor(connection, prepared.sql) as cursor:
+        cursor.executemany(prepared.sql, converted, returning=True)
+        while True:
+            matched.extend(row[0] for row in cursor.fetchall())
+            if not cursor.nextset():
+                return matched
+
+
+@contextlib.contextmanager
+def _driver_cursor(connection: Connection, command: str) -> Iterator[Any]:
+    """A cursor of the connection's driver, in its transaction; a driver error becomes what a
+    statement through SQLAlchemy raises (IntegrityError, OperationalError, ...), with a lost
+    connection invalidated as SQLAlchemy would."""
+    dialect = connection.dialect
     driver = connection.connection.driver_connection
     assert driver is not None
     error = dialect.loaded_dbapi.Error
     try:
-        with driver.cursor() as cursor, cursor.copy(command) as copy:
-            for values in converted:
-                copy.write_row(values)
+        with driver.cursor() as cursor:
+            yield cursor
     except error as exc:
-        # What a statement through SQLAlchemy raises (IntegrityError, OperationalError, ...),
-        # with a lost connection invalidated as SQLAlchemy would.
         lost = dialect.is_disconnect(exc, driver, None)
         if lost:
             connection.invalidate(exc)
@@ -161,14 +208,15 @@ def _converted(
     rows: Sequence[Mapping[str, Any]],
     *,
     positional: bool,
+    returning: bool = False,
 ) -> tuple[_Prepared, list[Any]]:
     """The prepared statement and the rows as the driver takes them (tuples in parameter
     order for a positional driver, or when ``positional``; dicts otherwise)."""
     keys = tuple(rows[0])
-    cache_key = (statement, f"{dialect.name}+{dialect.driver}", keys)
+    cache_key = (statement, f"{dialect.name}+{dialect.driver}{'+returning' * returning}", keys)
     prepared = _prepared.get(cache_key)
     if prepared is None:
-        prepared = _prepared[cache_key] = _prepare(statement, dialect, keys)
+        prepared = _prepared[cache_key] = _prepare(statement, dialect, keys, returning=returning)
     missing = prepared.required - set(keys)
     if missing:
         raise ValueError(f"execute_many: every row must give {', '.join(sorted(missing))}")
