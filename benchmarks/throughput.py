@@ -529,7 +529,6 @@ def _open_windows(session: Session, windows: list[list[Claimed]]) -> dict[uuid.U
             session,
             [(claimed, claimed.attempt_count + 1) for claimed in window],
             owner="bench",
-            lease_until=utcnow() + timedelta(seconds=60),
             started_at=utcnow(),
             server_address=f"{HOST}:25",
         )

@@ -73,7 +73,6 @@ def _open(env: OutboxEnv, claimed: Claimed, owner: str) -> uuid.UUID | None:
             session,
             [(claimed, claimed.attempt_count + 1)],
             owner=owner,
-            lease_until=utcnow() + timedelta(seconds=60),
             started_at=utcnow(),
             server_address="127.0.0.1:25",
         )
@@ -140,12 +139,14 @@ def test_a_dead_worker_during_data_leaves_the_message_uncertain(outbox_env: Outb
     connection, (message,) = _setup(outbox_env)
     (claimed,) = _claim(outbox_env, connection, "dead")
     assert _open(outbox_env, claimed, "dead") is not None
+    assert outbox_env.view(message).attempt_count == 0  # opening writes the attempt row only
     _expire_leases(outbox_env)
     with outbox_env.outbox.transaction() as session:
         recovered = recover(session, utcnow())
     assert (recovered.requeued, recovered.uncertain) == (0, 1)
     view = outbox_env.view(message)
     assert view.state is MessageState.UNCERTAIN
+    assert view.attempt_count == 1  # recovery counts the attempt it made uncertain
     assert [a.outcome for a in view.attempts] == [AttemptOutcome.UNCERTAIN]
     assert "may have accepted" in (view.attempts[0].error or "")
     assert _claim(outbox_env, connection, "alive") == []  # not resent on its own
@@ -166,7 +167,6 @@ def test_a_window_of_attempts_opens_only_where_the_lease_is_held_and_can_be_disc
             session,
             [(c, c.attempt_count + 1) for c in claimed],
             owner="w",
-            lease_until=utcnow() + timedelta(seconds=60),
             started_at=utcnow(),
             server_address="127.0.0.1:25",
         )

@@ -116,6 +116,11 @@ _CLAIM_DUE = _claiming(
 # it reads the oldest off the index.
 _DUE_IN_STATE = _due_ids(_messages.c.state == bindparam("c_state"))
 _CLAIM_CHOSEN = _claiming(_messages.c.id.in_(bindparam("c_ids", expanding=True)) & _STATES)
+_LATEST_ATTEMPT = (
+    select(func.max(Attempt.number))
+    .where(Attempt.tenant_id == Message.tenant_id, Attempt.message_id == Message.id)
+    .scalar_subquery()
+)
 _RECOVERED_UNCERTAIN = (
     "the worker stopped while it was sending the message (its lease ran out after it began "
     "DATA); the server may have accepted it"
@@ -311,6 +316,7 @@ def recover(session: Session, now: datetime, limit: int = 500) -> Recovered:
             .values(
                 state=MessageState.UNCERTAIN,
                 state_reason=_RECOVERED_UNCERTAIN,
+                attempt_count=_LATEST_ATTEMPT,  # opening an attempt does not raise the count
                 claimed_from=None,
                 lease_owner=None,
                 lease_until=None,

@@ -151,11 +151,7 @@ class DeliveryContext:
     guard: GuardPolicy
     tls: TlsPolicy | None = None
     resolver: Resolver | None = None
-    lease_seconds: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
-
-    def lease_until(self) -> datetime:
-        return utcnow() + timedelta(seconds=self.lease_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +350,6 @@ class SmtpRun:
                 open_attempts,
                 to_open,
                 owner=context.owner,
-                lease_until=context.lease_until(),
                 started_at=utcnow(),
                 server_address=self.server_address,
             )

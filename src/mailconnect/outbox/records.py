@@ -3,9 +3,11 @@
 For a window of messages sent through one session there are two short transactions:
 
 1. :func:`open_attempts`, before the window's first MAIL: an attempt row without outcome per
-   message, inserted only if this worker still holds that message's lease (the lease is
-   extended in the same statement). It is the evidence recovery needs: see
-   :mod:`mailconnect.outbox.claim`.
+   message, inserted only if this worker still holds that message's lease (read, and on
+   PostgreSQL share-locked until the commit, by the same statement). It is the evidence
+   recovery needs: see :mod:`mailconnect.outbox.claim`. The message row itself is not written:
+   its lease is kept fresh by the worker's renewals, and its attempt count is raised when the
+   attempt is settled (or recovered).
 2. :func:`finish_many`: each attempt's outcome, reply and transcript, the recipients' new states
    and the message's new state, lease cleared, again only while the lease is held; and, before
    that, :func:`discard_attempts` for the messages the window never reached.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed
@@ -98,23 +100,21 @@ _CONTENT_OF = select(
     _messages.c.tenant_id == bindparam("b_tenant"),
     _messages.c.id.in_(bindparam("b_ids", expanding=True)),
 )
-_OPEN_LEASE = (
-    _messages.update()
-    .where(_HELD_BY_ME)
-    .values(
-        attempt_count=bindparam("b_number"),
-        lease_until=bindparam("b_until"),
-        updated_at=bindparam("b_started"),
-    )
-)
-_OPEN_ATTEMPT = _attempts.insert().values(
-    id=bindparam("b_attempt"),
-    tenant_id=bindparam("b_tenant"),
-    message_id=bindparam("b_id"),
-    number=bindparam("b_number"),
-    started_at=bindparam("b_started"),
-    worker=bindparam("b_owner"),
-    server_address=bindparam("b_server"),
+# The attempt row, only where this worker holds the message: FOR SHARE (PostgreSQL) keeps
+# recovery, whose FOR UPDATE SKIP LOCKED passes such rows by, from taking the message before the
+# commit; on SQLite the writer holds the whole database anyway.
+_HOLDER = select(_messages.c.id).where(_HELD_BY_ME).with_for_update(read=True)
+_OPEN_ATTEMPT = _attempts.insert().from_select(
+    ["id", "tenant_id", "message_id", "number", "started_at", "worker", "server_address"],
+    select(
+        bindparam("b_attempt", type_=_attempts.c.id.type),
+        bindparam("b_tenant", type_=_attempts.c.tenant_id.type),
+        bindparam("b_id", type_=_attempts.c.message_id.type),
+        bindparam("b_number", type_=_attempts.c.number.type),
+        bindparam("b_started", type_=_attempts.c.started_at.type),
+        bindparam("b_owner", type_=_attempts.c.worker.type),
+        bindparam("b_server", type_=_attempts.c.server_address.type),
+    ).where(exists(_HOLDER)),
 )
 _SETTLE_FIELDS: dict[str, Any] = {
     "state": bindparam("b_state"),
@@ -223,39 +223,34 @@ def open_attempts(
     messages: Sequence[tuple[Claimed, int]],
     *,
     owner: str,
-    lease_until: datetime,
     started_at: datetime,
     server_address: str | None,
 ) -> dict[uuid.UUID, uuid.UUID]:
     """Record that the messages (claimed, attempt number) are about to be sent, in one
     transaction: an attempt row without outcome each, inserted only if this worker still holds
-    the message's lease (extended at the same time). Returns message id -> attempt id for
-    those; a message missing from it lost its lease: do not send it."""
+    the message's lease. Returns message id -> attempt id for those; a message missing from it
+    lost its lease: do not send it."""
     if not messages:
         return {}
     opened = {claimed.id: new_id() for claimed, _ in messages}
-    rows: list[dict[str, object]] = [
+    rows = [
         {
-            "b_id": claimed.id,
-            "b_owner": owner,
-            "b_number": number,
-            "b_until": lease_until,
             "b_attempt": opened[claimed.id],
             "b_tenant": claimed.tenant_id,
+            "b_id": claimed.id,
+            "b_number": number,
             "b_started": started_at,
+            "b_owner": owner,
             "b_server": server_address,
         }
         for claimed, number in messages
     ]
-    # The lease extension is conditioned on holding the lease: when it reaches every row, all
-    # are held (and locked until the commit); only when it does not is a read needed to tell
-    # which (it sees the same rows: the extension changed neither owner nor state).
-    if execute_many(session, _OPEN_LEASE, rows) != len(rows):
-        held = _held(session, list(opened), {owner})
-        opened = {key: value for key, value in opened.items() if key in held}
-        rows = [row for row in rows if row["b_id"] in held]
-    if rows:
-        execute_many(session, _OPEN_ATTEMPT, rows)
+    # Usually every lease is held and every row inserted; only when not is a read needed.
+    if execute_many(session, _OPEN_ATTEMPT, rows) != len(rows):
+        written = set(
+            session.scalars(select(_attempts.c.id).where(_attempts.c.id.in_(list(opened.values()))))
+        )
+        opened = {key: value for key, value in opened.items() if value in written}
     return opened
 
 
@@ -269,14 +264,14 @@ def _held(session: Session, ids: Sequence[uuid.UUID], owners: set[str]) -> set[u
 def discard_attempts(
     session: Session, opened: Sequence[tuple[Claimed, uuid.UUID]], owner: str
 ) -> None:
-    """Attempts opened but never started (the session ended first): removed, and the
-    messages' attempt counts put back, so that releasing them leaves no trace of a try."""
+    """Attempts opened but never started (the session ended first): removed where this worker
+    still holds the message, so that releasing it leaves no trace of a try (opening an attempt
+    changed nothing else)."""
+    if not opened:
+        return
+    held = _held(session, [claimed.id for claimed, _ in opened], {owner})
     for claimed, attempt_id in opened:
-        restored = session.execute(
-            _messages.update().where(_HELD_BY_ME).values(attempt_count=claimed.attempt_count),
-            {"b_id": claimed.id, "b_owner": owner},
-        )
-        if restored.rowcount == 1:  # type: ignore[attr-defined]
+        if claimed.id in held:
             session.execute(
                 _attempts.delete().where(
                     (_attempts.c.id == attempt_id) & _attempts.c.outcome.is_(None)

@@ -283,7 +283,6 @@ class _Worker:
             guard=guard,
             tls=tls,
             resolver=resolver,
-            lease_seconds=lease_seconds,
             rng=self._rng,
         )
 
