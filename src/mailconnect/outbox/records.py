@@ -340,9 +340,11 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
     held_ids = _settle_where_held(session, done, now)
     held = [item.claimed.id in held_ids for item in done]
     for item, kept in zip(done, held, strict=True):
+        # A lost lease with an attempt opened: recovery guessed "uncertain" from it, and the real
+        # result replaces the guess. Without one, recovery put the message back before any
+        # attempt: another worker owns it now, and nothing of this try is stored.
         if not kept and item.attempt_id is not None:
             _late_result(session, item, item.attempt_id, now)
-        # else: recovery put it back before any attempt: another worker owns it now
     stored = [item for item, kept in zip(done, held, strict=True) if kept or item.attempt_id]
     _store_attempts(session, stored)
     _store_recipients(session, stored, now)
