@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import threading
 import time
@@ -32,20 +34,57 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Outbox", "Timeouts"]
 # The catalogue has no per-provider size limits yet; Gmail's 25 MB is the common floor.
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
-# SQLite admits one writer at a time. Threads of one process that wait for each other on a lock
-# queue fairly and wake at once; waiting inside SQLite's busy handler sleeps in coarse steps (up
-# to 100 ms), so the worker's threads take this lock first. Other processes still rely on the
-# busy timeout.
-_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+# SQLite admits one writer at a time. Writers that wait for each other on a lock queue fairly
+# and wake at once; waiting inside SQLite's busy handler sleeps in coarse steps (up to 100 ms),
+# so the outbox's write transactions take a lock first: the threads of a process an RLock, the
+# processes a file lock beside the database (flock: the kernel wakes the next waiter at once, and
+# drops the lock of a process that dies). Writers that do not take it (another program, a
+# migration) still meet SQLite's busy timeout.
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
-def _writer_lock(engine: Engine) -> threading.RLock:
+class _SqliteWriters:
+    """The turn to write on one SQLite database (see above); re-entrant within a thread."""
+
+    def __init__(self, database: str) -> None:
+        self._threads = threading.RLock()
+        self._path = f"{database}-writer.lock"
+        self._fd: int | None = None
+        self._pid = 0  # the process that opened _fd (a forked child must open its own)
+        self._depth = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._threads:
+            if self._depth == 0:
+                self._lock_file()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> None:
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                self._fd = None  # (a read-only directory) the threads' lock and SQLite's remain
+                return
+            self._pid = os.getpid()
+            weakref.finalize(self, os.close, self._fd)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # waits without the GIL
+
+
+def _writer_turn(engine: Engine) -> _SqliteWriters:
     with _registry_lock:
-        lock = _sqlite_writers.get(engine)
-        if lock is None:
-            lock = _sqlite_writers[engine] = threading.RLock()
-        return lock
+        writers = _sqlite_writers.get(engine)
+        if writers is None:
+            writers = _sqlite_writers[engine] = _SqliteWriters(str(engine.url.database))
+        return writers
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +177,11 @@ class Outbox:
     def transaction(self) -> Iterator[Session]:
         """A session in a transaction that commits at the end, or rolls back on an error.
 
-        On SQLite, write transactions of one process take turns on a lock (see above)."""
+        On SQLite, write transactions take turns on a lock, across threads and processes (see
+        above)."""
         sqlite = self.engine.dialect.name == "sqlite"
         with (
-            _writer_lock(self.engine) if sqlite else nullcontext(),
+            _writer_turn(self.engine).turn() if sqlite else nullcontext(),
             self.sessions.begin() as session,
         ):
             yield session
