@@ -218,11 +218,17 @@ def claim(
     ]
 
 
-def renew(session: Session, owner: str, until: datetime) -> int:
-    """Extend the lease of every message ``owner`` holds."""
+def renew(session: Session, owner: str, until: datetime, now: datetime) -> int:
+    """Extend the lease of every message ``owner`` holds whose lease has not run out. One that
+    has is not revived: recovery may be acting on it already (and an attempt can no longer be
+    opened on it)."""
     result = session.execute(
         update(Message)
-        .where(Message.lease_owner == owner, Message.state == _SENDING)
+        .where(
+            Message.lease_owner == owner,
+            Message.state == _SENDING,
+            Message.lease_until >= now,
+        )
         .values(lease_until=until)
         .execution_options(synchronize_session=False)
     )

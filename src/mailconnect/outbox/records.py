@@ -100,10 +100,15 @@ _CONTENT_OF = select(
     _messages.c.tenant_id == bindparam("b_tenant"),
     _messages.c.id.in_(bindparam("b_ids", expanding=True)),
 )
-# The attempt row, only where this worker holds the message: FOR SHARE (PostgreSQL) keeps
-# recovery, whose FOR UPDATE SKIP LOCKED passes such rows by, from taking the message before the
-# commit; on SQLite the writer holds the whole database anyway.
-_HOLDER = select(_messages.c.id).where(_HELD_BY_ME).with_for_update(read=True)
+# The attempt row, only where this worker holds the message under a lease that has not run out
+# (recovery may already be taking an expired one): FOR SHARE (PostgreSQL) keeps recovery, whose
+# FOR UPDATE SKIP LOCKED passes such rows by, from taking the message before the commit; on
+# SQLite the writer holds the whole database anyway.
+_HOLDER = (
+    select(_messages.c.id)
+    .where(_HELD_BY_ME, _messages.c.lease_until > bindparam("b_started"))
+    .with_for_update(read=True)
+)
 _OPEN_ATTEMPT = _attempts.insert().from_select(
     ["id", "tenant_id", "message_id", "number", "started_at", "worker", "server_address"],
     select(
