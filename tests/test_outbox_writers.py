@@ -12,10 +12,12 @@ import threading
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from tests.support.sinks import OutboxEnv, make_env, sqlite_env
 
-from mailconnect.store import Tenant
+from mailconnect.outbox import Outbox, box
+from mailconnect.store import Tenant, open_database
 from mailconnect.store.tenants import create_tenant
 
 __all__ = ["sqlite_env"]
@@ -119,3 +121,60 @@ def test_without_a_lock_file_writes_still_work_on_sqlites_own_lock(tmp_path: Pat
             assert len(set(session.scalars(select(Tenant.id)))) == 2
     finally:
         env.outbox.close()
+
+
+def test_two_outboxes_on_one_file_share_the_turn_of_a_thread(sqlite_env: OutboxEnv) -> None:
+    """A second engine on the same file in the same thread takes the same turn (one file lock
+    per file and process) instead of waiting for itself forever."""
+    other = Outbox(engine=open_database(sqlite_env.url), keyring=sqlite_env.outbox.keyring)
+    done = threading.Event()
+
+    def nested() -> None:
+        with sqlite_env.outbox.transaction(), other.transaction() as inner:
+            create_tenant(inner, external_id="inner", name="Inner")
+        done.set()
+
+    try:
+        worker = threading.Thread(target=nested, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert done.is_set()
+    finally:
+        other.close()
+
+
+def test_a_file_lock_held_too_long_elsewhere_leaves_the_decision_to_sqlite(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process keeping the file lock (but not SQLite's) past the busy timeout does not
+    stall the writers: they go on under SQLite's own lock."""
+    monkeypatch.setattr(box, "BUSY_TIMEOUT_MS", 200)
+    done = threading.Event()
+
+    def write() -> None:
+        with sqlite_env.outbox.transaction() as session:
+            create_tenant(session, external_id="patient", name="Patient")
+        done.set()
+
+    fd = os.open(_lock_file(sqlite_env), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(10)  # (a wait without end would fail here, not hang the run)
+        assert done.is_set()
+    finally:
+        os.close(fd)
+    with sqlite_env.outbox.reading() as session:
+        assert "patient" in set(session.scalars(select(Tenant.external_id)))
+
+
+def test_a_forked_child_starts_without_its_parents_turn(sqlite_env: OutboxEnv) -> None:
+    turns = box._writer_turn(sqlite_env.outbox.engine)
+    with sqlite_env.outbox.transaction():
+        child = os.fork()
+        if child == 0:  # pragma: no cover (runs in the child, which reports by exit status)
+            os._exit(0 if (turns._depth, turns._fd, turns._holding) == (0, None, False) else 1)
+        _, status = os.waitpid(child, 0)
+        assert turns._holding
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,7 +21,7 @@ from mailconnect.config import Config, load_config
 from mailconnect.crypto import Keyring, load_keyring
 from mailconnect.errors import ConfigurationError
 from mailconnect.outbox.policy import RetryPolicy
-from mailconnect.store.engine import session_factory
+from mailconnect.store.engine import BUSY_TIMEOUT_MS, session_factory
 from mailconnect.store.migrate import open_database
 
 _T = TypeVar("_T")
@@ -35,56 +35,90 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Outbox", "Timeouts"]
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 
 # SQLite admits one writer at a time. Writers that wait for each other on a lock queue fairly
-# and wake at once; waiting inside SQLite's busy handler sleeps in coarse steps (up to 100 ms),
-# so the outbox's write transactions take a lock first: the threads of a process an RLock, the
-# processes a file lock beside the database (flock: the kernel wakes the next waiter at once, and
-# drops the lock of a process that dies). Writers that do not take it (another program, a
-# migration) still meet SQLite's busy timeout.
-_sqlite_writers: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
+# and wake soon; waiting inside SQLite's busy handler sleeps in coarse steps (up to 100 ms), so
+# the outbox's write transactions take a lock first: the threads of a process an RLock, the
+# processes a file lock beside the database (flock, tried again every 0.5 ms at most; a process
+# that dies drops it). One per database file and process, whatever the engines. A writer that
+# cannot get the file lock within SQLite's busy timeout goes on to SQLite's own lock, which then
+# decides; writers that do not take it (another program, a migration) meet SQLite's busy timeout.
+_by_engine: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
+_by_file: dict[str, _SqliteWriters] = {}
 _registry_lock = threading.Lock()
+_LONGEST_PAUSE = 0.0005  # seconds between two tries of the file lock
 
 
 class _SqliteWriters:
-    """The turn to write on one SQLite database (see above); re-entrant within a thread."""
+    """The turn to write on one SQLite database file (see above); re-entrant within a thread."""
 
     def __init__(self, database: str) -> None:
-        self._threads = threading.RLock()
         self._path = f"{database}-writer.lock"
+        self._threads = threading.RLock()
         self._fd: int | None = None
-        self._pid = 0  # the process that opened _fd (a forked child must open its own)
         self._depth = 0
+        self._holding = False  # the file lock (not taken when it could not be opened or got)
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         with self._threads:
             if self._depth == 0:
-                self._lock_file()
+                self._holding = self._lock_file()
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
-                if self._depth == 0 and self._fd is not None:
+                if self._depth == 0 and self._holding and self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    self._holding = False
 
-    def _lock_file(self) -> None:
-        if self._fd is None or self._pid != os.getpid():
+    def _lock_file(self) -> bool:
+        if self._fd is None:
             try:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError:
-                self._fd = None  # (a read-only directory) the threads' lock and SQLite's remain
-                return
-            self._pid = os.getpid()
-            weakref.finalize(self, os.close, self._fd)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # waits without the GIL
+                return False  # (a read-only directory) the threads' lock and SQLite's remain
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False  # held too long elsewhere: SQLite's busy timeout decides
+            time.sleep(pause)
+            pause = min(2 * pause, _LONGEST_PAUSE)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's turn and open file are not the child's."""
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._holding = False
+        if self._fd is not None:
+            os.close(self._fd)  # the parent's descriptor stays open, and its lock with it
+            self._fd = None
 
 
 def _writer_turn(engine: Engine) -> _SqliteWriters:
     with _registry_lock:
-        writers = _sqlite_writers.get(engine)
+        writers = _by_engine.get(engine)
         if writers is None:
-            writers = _sqlite_writers[engine] = _SqliteWriters(str(engine.url.database))
+            database = os.path.realpath(str(engine.url.database))
+            writers = _by_file.get(database)
+            if writers is None:
+                writers = _by_file[database] = _SqliteWriters(database)
+            _by_engine[engine] = writers
         return writers
+
+
+def _forget_turns() -> None:
+    global _registry_lock  # another thread of the parent may have held it at the fork
+    _registry_lock = threading.Lock()
+    for writers in _by_file.values():
+        writers.forget()
+
+
+os.register_at_fork(after_in_child=_forget_turns)
 
 
 @dataclass(frozen=True, slots=True)
