@@ -160,6 +160,8 @@ class ReplyReader(asyncio.Protocol):
             finally:
                 timer.cancel()
                 self._waiter = None
+                if waiter.done() and not waiter.cancelled():
+                    waiter.exception()  # (retrieved: a timeout that raced a cancel is not logged)
         if self._replies:
             return self._replies.popleft()
         assert self._error is not None
