@@ -209,22 +209,31 @@ def test_a_worker_that_lost_its_lease_cannot_send(outbox_env: OutboxEnv) -> None
     assert _open(outbox_env, fast, "fast") is not None
 
 
-def test_a_lease_that_ran_out_is_neither_opened_nor_renewed_but_recovered(
+def test_a_lease_that_ran_out_opens_no_attempt_and_the_message_goes_back(
     outbox_env: OutboxEnv,
 ) -> None:
-    """A worker whose renewals lagged: before recovery runs, it can no longer open an attempt
-    (it must not send) nor revive the lease; recovery then gives the message back, not
-    ``uncertain``."""
-    connection, (message,) = _setup(outbox_env)
-    (claimed,) = _claim(outbox_env, connection, "lagging")
-    _expire_leases(outbox_env)
-    assert _open(outbox_env, claimed, "lagging") is None
+    """A worker whose renewals lagged, before recovery ran: it can no longer open an attempt
+    (it must not send), and the message is given back unsent at once, not left ``sending``."""
+    connection, _ = _setup(outbox_env, 2)
+    lagging, fresh = _claim(outbox_env, connection, "w")
     with outbox_env.outbox.transaction() as session:
-        assert renew(session, "lagging", utcnow() + timedelta(seconds=60), utcnow()) == 0
-        recovered = recover(session, utcnow())
-    assert (recovered.requeued, recovered.uncertain) == (1, 0)
-    view = outbox_env.view(message)
+        session.execute(
+            update(Message)
+            .where(Message.id == lagging.id)
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    with outbox_env.outbox.transaction() as session:
+        opened = open_attempts(
+            session,
+            [(c, c.attempt_count + 1) for c in (lagging, fresh)],
+            owner="w",
+            started_at=utcnow(),
+            server_address="127.0.0.1:25",
+        )
+    assert set(opened) == {fresh.id}
+    view = outbox_env.view(lagging.id)
     assert (view.state, view.attempts) == (MessageState.QUEUED, ())
+    assert outbox_env.view(fresh.id).state is MessageState.SENDING
 
 
 def test_a_late_real_result_replaces_recoverys_guess(outbox_env: OutboxEnv) -> None:
@@ -255,8 +264,8 @@ def test_release_and_renew(outbox_env: OutboxEnv) -> None:
     claimed = _claim(outbox_env, connection, "me")
     later = utcnow() + timedelta(minutes=10)
     with outbox_env.outbox.transaction() as session:
-        assert renew(session, "me", later, utcnow()) == 2
-        assert renew(session, "someone else", later, utcnow()) == 0
+        assert renew(session, "me", later) == 2
+        assert renew(session, "someone else", later) == 0
     with outbox_env.outbox.reading() as session:
         leases = set(session.scalars(select(Message.lease_until)))
     assert leases == {later}

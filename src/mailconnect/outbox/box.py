@@ -43,6 +43,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 # decides; writers that do not take it (another program, a migration) meet SQLite's busy timeout.
 _by_engine: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
 _by_file: dict[str, _SqliteWriters] = {}
+_gone: list[str] = []  # the database file of each engine collected since
 _registry_lock = threading.Lock()
 _LONGEST_PAUSE = 0.0005  # seconds between two tries of the file lock
 
@@ -56,6 +57,8 @@ class _SqliteWriters:
         self._fd: int | None = None
         self._depth = 0
         self._holding = False  # the file lock (not taken when it could not be opened or got)
+        self._skip_until = 0.0  # after a wait that timed out, SQLite's lock alone for a while
+        self.engines = 0  # the engines on this file; the file is closed with the last
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -66,18 +69,21 @@ class _SqliteWriters:
             try:
                 yield
             finally:
-                self._depth -= 1
+                self._depth = max(0, self._depth - 1)  # (0 already in a child forked meanwhile)
                 if self._depth == 0 and self._holding and self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
                     self._holding = False
 
     def _lock_file(self) -> bool:
+        if time.monotonic() < self._skip_until:
+            return False
         if self._fd is None:
             try:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError:
                 return False  # (a read-only directory) the threads' lock and SQLite's remain
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        wait = BUSY_TIMEOUT_MS / 1000
+        deadline = time.monotonic() + wait
         pause = 0.0001
         while True:
             try:
@@ -85,22 +91,32 @@ class _SqliteWriters:
                 return True
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    return False  # held too long elsewhere: SQLite's busy timeout decides
+                    # Held too long elsewhere (a stopped process?): SQLite's busy timeout
+                    # decides, for this turn and the next ones for as long again.
+                    self._skip_until = time.monotonic() + wait
+                    return False
             time.sleep(pause)
             pause = min(2 * pause, _LONGEST_PAUSE)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # (in a forked child: the parent's descriptor keeps its lock)
+            self._fd = None
+        self._holding = False
 
     def forget(self) -> None:
         """In a forked child: the parent's turn and open file are not the child's."""
         self._threads = threading.RLock()
         self._depth = 0
-        self._holding = False
-        if self._fd is not None:
-            os.close(self._fd)  # the parent's descriptor stays open, and its lock with it
-            self._fd = None
+        self.close()
 
 
 def _writer_turn(engine: Engine) -> _SqliteWriters:
     with _registry_lock:
+        # The files of engines collected since: not dropped by the finalizer itself, which may
+        # run inside this lock (at any allocation).
+        while _gone:
+            _drop_engine(_gone.pop())
         writers = _by_engine.get(engine)
         if writers is None:
             database = os.path.realpath(str(engine.url.database))
@@ -108,7 +124,18 @@ def _writer_turn(engine: Engine) -> _SqliteWriters:
             if writers is None:
                 writers = _by_file[database] = _SqliteWriters(database)
             _by_engine[engine] = writers
+            writers.engines += 1
+            weakref.finalize(engine, _gone.append, database)
         return writers
+
+
+def _drop_engine(database: str) -> None:
+    writers = _by_file.get(database)
+    if writers is not None:
+        writers.engines -= 1
+        if writers.engines <= 0:  # no engine left: no turn can be under way
+            del _by_file[database]
+            writers.close()
 
 
 def _forget_turns() -> None:

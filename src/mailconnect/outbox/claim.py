@@ -218,17 +218,12 @@ def claim(
     ]
 
 
-def renew(session: Session, owner: str, until: datetime, now: datetime) -> int:
-    """Extend the lease of every message ``owner`` holds whose lease has not run out. One that
-    has is not revived: recovery may be acting on it already (and an attempt can no longer be
-    opened on it)."""
+def renew(session: Session, owner: str, until: datetime) -> int:
+    """Extend the lease of every message ``owner`` holds (one that ran out too, if recovery has
+    not taken it yet: a late renewal still saves a long DATA from being made uncertain)."""
     result = session.execute(
         update(Message)
-        .where(
-            Message.lease_owner == owner,
-            Message.state == _SENDING,
-            Message.lease_until >= now,
-        )
+        .where(Message.lease_owner == owner, Message.state == _SENDING)
         .values(lease_until=until)
         .execution_options(synchronize_session=False)
     )

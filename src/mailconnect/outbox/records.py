@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
-from mailconnect.outbox.claim import Claimed
+from mailconnect.outbox.claim import Claimed, release
 from mailconnect.outbox.limits import table_of
 from mailconnect.store.bulk import execute_many, matched_many
 from mailconnect.store.connections import set_connection_status
@@ -38,6 +38,7 @@ from mailconnect.store.states import (
     MessageState,
     RecipientState,
 )
+from mailconnect.store.types import utcnow
 
 __all__ = [
     "AttemptRecord",
@@ -106,7 +107,7 @@ _CONTENT_OF = select(
 # SQLite the writer holds the whole database anyway.
 _HOLDER = (
     select(_messages.c.id)
-    .where(_HELD_BY_ME, _messages.c.lease_until > bindparam("b_started"))
+    .where(_HELD_BY_ME, _messages.c.lease_until > bindparam("b_now"))
     .with_for_update(read=True)
 )
 _OPEN_ATTEMPT = _attempts.insert().from_select(
@@ -233,10 +234,12 @@ def open_attempts(
 ) -> dict[uuid.UUID, uuid.UUID]:
     """Record that the messages (claimed, attempt number) are about to be sent, in one
     transaction: an attempt row without outcome each, inserted only if this worker still holds
-    the message's lease. Returns message id -> attempt id for those; a message missing from it
-    lost its lease: do not send it."""
+    the message's lease, which must not have run out. Returns message id -> attempt id for
+    those; a message missing from it lost its lease (do not send it), and if only its time ran
+    out, it is given back as :func:`~mailconnect.outbox.claim.release` does."""
     if not messages:
         return {}
+    now = utcnow()  # (in the transaction: the write may have waited for its turn)
     opened = {claimed.id: new_id() for claimed, _ in messages}
     rows = [
         {
@@ -247,6 +250,7 @@ def open_attempts(
             "b_started": started_at,
             "b_owner": owner,
             "b_server": server_address,
+            "b_now": now,
         }
         for claimed, number in messages
     ]
@@ -255,6 +259,10 @@ def open_attempts(
         written = set(
             session.scalars(select(_attempts.c.id).where(_attempts.c.id.in_(list(opened.values()))))
         )
+        refused = [key for key, value in opened.items() if value not in written]
+        # A lease that ran out while this worker still holds the message (its renewals
+        # lagged): the message is given back now, unsent, rather than left to recovery.
+        release(session, refused, owner, now)
         opened = {key: value for key, value in opened.items() if value in written}
     return opened
 

@@ -682,7 +682,7 @@ class _Worker:
 
 
 def _renew_everything(session: Any, owner: str, until: datetime) -> None:
-    renew(session, owner, until, utcnow())
+    renew(session, owner, until)
     renew_session_slots(session, owner, until)
 
 
