@@ -15,7 +15,15 @@ from sqlalchemy import select, update
 from tests.support.sinks import OutboxEnv, Slow, outbox_env, raw_server
 
 from mailconnect.outbox import MessageState, RecipientState, enqueue_many
-from mailconnect.outbox.claim import Claimed, claim, recover, release, renew
+from mailconnect.outbox.claim import (
+    Claimed,
+    claim,
+    next_due,
+    pick_connection,
+    recover,
+    release,
+    renew,
+)
 from mailconnect.outbox.limits import acquire_session_slot, release_session_slot
 from mailconnect.outbox.records import (
     AttemptRecord,
@@ -105,6 +113,44 @@ def test_claims_are_exclusive_oldest_first_and_limited(outbox_env: OutboxEnv) ->
     assert [c.id for c in second] == ids[3:]
     assert _claim(outbox_env, connection, "c") == []
     assert all(c.claimed_from is MessageState.QUEUED and c.size > 0 for c in first)
+
+
+def test_the_oldest_due_message_across_states_picks_the_connection(
+    outbox_env: OutboxEnv,
+) -> None:
+    """pick_connection and next_due read each state apart (each off the index in time order)
+    and take the oldest of all; not yet due and excluded connections are passed by."""
+    first, second, third = (outbox_env.connection(25 + n, name=f"c{n}") for n in range(3))
+    now = utcnow()
+    ids: dict[uuid.UUID, uuid.UUID] = {}
+    for connection in (first, second, third):
+        (result,) = enqueue_many(
+            outbox_env.outbox,
+            tenant_id=outbox_env.tenant_id,
+            messages=[outbox_env.message()],
+            connection_id=connection,
+        )
+        ids[connection] = result.id
+    when = {  # second: deferred, due longest ago; first: queued; third: not due yet
+        first: (MessageState.QUEUED, now - timedelta(minutes=1)),
+        second: (MessageState.DEFERRED, now - timedelta(minutes=5)),
+        third: (MessageState.QUEUED, now + timedelta(minutes=5)),
+    }
+    with outbox_env.outbox.transaction() as session:
+        for connection, (state, due) in when.items():
+            session.execute(
+                update(Message)
+                .where(Message.id == ids[connection])
+                .values(state=state, next_attempt_at=due)
+            )
+    tenant = outbox_env.tenant_id
+    with outbox_env.outbox.reading() as session:
+        assert pick_connection(session, QUEUED, now) == (tenant, second)
+        assert pick_connection(session, QUEUED, now, exclude={second}) == (tenant, first)
+        assert pick_connection(session, QUEUED, now, exclude={first, second}) is None
+        assert pick_connection(session, [MessageState.QUEUED], now) == (tenant, first)
+        assert next_due(session, QUEUED) == now - timedelta(minutes=5)
+        assert next_due(session, [MessageState.UNCERTAIN]) is None
 
 
 def test_a_batch_loads_only_its_tenants_messages(outbox_env: OutboxEnv) -> None:
