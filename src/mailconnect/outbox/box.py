@@ -204,7 +204,7 @@ class Outbox:
         reader = self.engine
         if reader.dialect.name == "sqlite":
             reader = reader.execution_options(sqlite_begin="DEFERRED")
-        object.__setattr__(self, "readers", sessionmaker(reader, expire_on_commit=False))
+        object.__setattr__(self, "readers", session_factory(reader))
 
     @classmethod
     def open(cls, config: Config | None = None, **options: Any) -> Outbox:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox.claim import Claimed, release
@@ -50,7 +50,6 @@ __all__ = [
     "expire_claimed",
     "finish_many",
     "hold_connection",
-    "load_outgoing",
     "load_outgoing_many",
     "open_attempts",
 ]
@@ -132,15 +131,21 @@ _SETTLE_FIELDS: dict[str, Any] = {
     "updated_at": bindparam("b_now"),
     "finished_at": bindparam("b_finished"),
 }
-# by whether the message is rescheduled (next_attempt_at set)
-_SETTLING = {
-    False: _messages.update().where(_HELD_BY_ME).values(_SETTLE_FIELDS),
-    True: _messages.update()
-    .where(_HELD_BY_ME)
-    .values({**_SETTLE_FIELDS, "next_attempt_at": bindparam("b_next")}),
-}
+
+
+def _settling(where: ColumnElement[bool]) -> dict[bool, Update]:
+    """The message's new state where ``where`` holds, by whether it is rescheduled."""
+    plain = _messages.update().where(where).values(_SETTLE_FIELDS)
+    return {False: plain, True: plain.values(next_attempt_at=bindparam("b_next"))}
+
+
+_SETTLING = _settling(_HELD_BY_ME)
 # the same, saying which rows they reached (PostgreSQL: see _settle_where_held)
 _SETTLING_MATCHED = {key: plain.returning(_messages.c.id) for key, plain in _SETTLING.items()}
+# the same values over recovery's guess: see _late_result
+_REPLACING_GUESS = _settling(
+    (_messages.c.id == bindparam("b_id")) & (_messages.c.state == MessageState.UNCERTAIN)
+)
 _ATTEMPT_FIELDS: dict[str, Any] = {
     "duration_ms": bindparam("b_duration"),
     "outcome": bindparam("b_outcome"),
@@ -193,15 +198,11 @@ class Outgoing:
     recipients: tuple[tuple[int, str, RecipientState], ...]  # (position, address, state)
 
 
-def load_outgoing(session: Session, claimed: Claimed) -> Outgoing | None:
-    """The content and the recipients of a claimed message (None if it has vanished)."""
-    return load_outgoing_many(session, claimed.tenant_id, [claimed.id]).get(claimed.id)
-
-
 def load_outgoing_many(
     session: Session, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Outgoing]:
-    """:func:`load_outgoing` for several messages of one tenant, in two queries."""
+    """The content and the recipients of claimed messages of one tenant, in two queries (a
+    message that has vanished is missing from the result)."""
     if not ids:
         return {}
     wanted = list(ids)
@@ -350,82 +351,78 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
     very attempt)."""
     if not done:
         return []
-    held_ids = _settle_where_held(session, done, now)
+    rows = [_settle_row(item, now) for item in done]
+    held_ids = _settle_where_held(session, done, rows)
     held = [item.claimed.id in held_ids for item in done]
-    for item, kept in zip(done, held, strict=True):
+    for item, row, kept in zip(done, rows, held, strict=True):
         # A lost lease with an attempt opened: recovery guessed "uncertain" from it, and the real
         # result replaces the guess. Without one, recovery put the message back before any
         # attempt: another worker owns it now, and nothing of this try is stored.
         if not kept and item.attempt_id is not None:
-            _late_result(session, item, item.attempt_id, now)
+            _late_result(session, item, item.attempt_id, row)
     stored = [item for item, kept in zip(done, held, strict=True) if kept or item.attempt_id]
     _store_attempts(session, stored)
     _store_recipients(session, stored, now)
     return held
 
 
-def _settle_where_held(session: Session, done: Sequence[Finished], now: datetime) -> set[uuid.UUID]:
-    """The messages' new states, where this worker still holds the lease; returns those ids.
+def _settle_row(item: Finished, now: datetime) -> dict[str, object]:
+    """The parameters of the message's new state (for :data:`_SETTLING` and
+    :data:`_REPLACING_GUESS`)."""
+    settlement = item.settlement
+    return {
+        "b_id": item.claimed.id,
+        "b_owner": item.record.owner,
+        "b_state": settlement.state,
+        "b_reason": settlement.reason,
+        "b_number": item.record.number,
+        "b_now": now,
+        "b_finished": now if settlement.finished else None,
+        "b_next": settlement.next_attempt_at,
+    }
+
+
+def _settle_where_held(
+    session: Session, done: Sequence[Finished], rows: Sequence[dict[str, object]]
+) -> set[uuid.UUID]:
+    """The messages' new states (``rows``), where this worker still holds the lease; returns
+    those ids.
 
     On PostgreSQL the settling statements say which rows they reached (each row's RETURNING),
     so nothing is read or locked first; elsewhere the held ones are read, then settled.
     """
     groups: dict[bool, list[dict[str, object]]] = {False: [], True: []}  # rescheduled or not
-    for item in done:
-        settlement = item.settlement
-        groups[settlement.next_attempt_at is not None].append(
-            {
-                "b_id": item.claimed.id,
-                "b_owner": item.record.owner,
-                "b_state": settlement.state,
-                "b_reason": settlement.reason,
-                "b_number": item.record.number,
-                "b_now": now,
-                "b_finished": now if settlement.finished else None,
-                "b_next": settlement.next_attempt_at,
-            }
-        )
+    for row in rows:
+        groups[row["b_next"] is not None].append(row)
     matched = [
-        matched_many(session, _SETTLING_MATCHED[reschedule], rows)
-        for reschedule, rows in groups.items()
-        if rows
+        matched_many(session, _SETTLING_MATCHED[reschedule], group)
+        for reschedule, group in groups.items()
+        if group
     ]
     if None not in matched:  # (the driver either tells for every statement or for none)
         return {message_id for ids in matched if ids for message_id in ids}
     held = _held(session, [item.claimed.id for item in done], {i.record.owner for i in done})
-    for reschedule, rows in groups.items():
-        mine = [row for row in rows if row["b_id"] in held]
+    for reschedule, group in groups.items():
+        mine = [row for row in group if row["b_id"] in held]
         if mine:
             execute_many(session, _SETTLING[reschedule], mine)
     return held
 
 
-def _late_result(session: Session, item: Finished, attempt_id: uuid.UUID, now: datetime) -> None:
-    """Recovery made the message uncertain from this attempt; the real result replaces that."""
-    claimed, settlement = item.claimed, item.settlement
+def _late_result(
+    session: Session, item: Finished, attempt_id: uuid.UUID, row: dict[str, object]
+) -> None:
+    """Recovery made the message uncertain from this attempt; the real result (``row``, as
+    :func:`_settle_row` makes it) replaces that."""
+    claimed = item.claimed
     latest = session.scalar(
         select(Attempt.id)
         .where(Attempt.tenant_id == claimed.tenant_id, Attempt.message_id == claimed.id)
         .order_by(Attempt.number.desc())
         .limit(1)
     )
-    if latest != attempt_id:
-        return
-    values: dict[str, object] = {
-        "state": settlement.state,
-        "state_reason": settlement.reason,
-        "attempt_count": item.record.number,
-        "updated_at": now,
-        "finished_at": now if settlement.finished else None,
-    }
-    if settlement.next_attempt_at is not None:
-        values["next_attempt_at"] = settlement.next_attempt_at
-    session.execute(
-        update(Message)
-        .where(Message.id == claimed.id, Message.state == MessageState.UNCERTAIN)
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
+    if latest == attempt_id:
+        session.connection().execute(_REPLACING_GUESS[row["b_next"] is not None], row)
 
 
 def _store_attempts(session: Session, done: Sequence[Finished]) -> None:

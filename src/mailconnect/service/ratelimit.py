@@ -18,9 +18,9 @@ from mailconnect.outbox import ConnectionLimits, Outbox
 from mailconnect.outbox.limits import allowance, lock_scope, record_sends
 from mailconnect.store.types import utcnow
 
-__all__ = ["SCOPE", "RateLimiter"]
+__all__ = ["RateLimiter"]
 
-SCOPE = "api:expensive"
+_SCOPE = "api:expensive"
 
 
 class RateLimiter:
@@ -35,10 +35,10 @@ class RateLimiter:
 
 
 def _take(session: Session, tenant_id: uuid.UUID, limit: int, now: datetime) -> float | None:
-    lock_scope(session, tenant_id, SCOPE)
-    allowed = allowance(session, tenant_id, SCOPE, ConnectionLimits(per_minute=limit), 1, now)
+    lock_scope(session, tenant_id, _SCOPE)
+    allowed = allowance(session, tenant_id, _SCOPE, ConnectionLimits(per_minute=limit), 1, now)
     if allowed.granted == 0:
         reopen = allowed.reopen_at or now
         return float(max(1, math.ceil((reopen - now).total_seconds())))
-    record_sends(session, tenant_id, SCOPE, 1, now)
+    record_sends(session, tenant_id, _SCOPE, 1, now)
     return None

@@ -42,12 +42,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        bind = self.process_bind_param
+
         def to_text(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise ValueError("a naive datetime cannot be stored; use an aware one (UTC)")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            stored = bind(value, dialect)  # naive refused, UTC without a zone
+            return None if stored is None else stored.isoformat(" ", "microseconds")
 
         return to_text
 
