@@ -14,10 +14,9 @@ on this machine).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -34,7 +33,6 @@ from rich.progress import (
 from mailconnect.cli.options import AllowNetworkOption, CaFileOption, NoGuardFlag
 from mailconnect.cli.output import console, emit_json, err_console
 from mailconnect.cli.tenants import JsonFlag, open_store, operator_errors
-from mailconnect.cli.worker_metrics import WorkerMetrics
 from mailconnect.netguard import GuardPolicy
 from mailconnect.outbox import (
     CLAIMABLE,
@@ -48,6 +46,9 @@ from mailconnect.outbox import (
     run_worker,
 )
 from mailconnect.smtp import TlsPolicy
+
+if TYPE_CHECKING:
+    from mailconnect.cli.worker_metrics import WorkerMetrics
 
 __all__ = ["worker"]
 
@@ -197,26 +198,30 @@ async def _run(
         stop.set()
 
     # Before the signal handlers: a taken port refuses here, with nothing to undo.
-    exporter = WorkerMetrics(outbox, *metrics) if metrics else None
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping, sig)
-            installed.append(sig)
-    display = _Display(outbox, once=once, as_json=as_json)
-    observing = asyncio.create_task(exporter.observe()) if exporter else None
+    exporter: WorkerMetrics | None = None
+    if metrics:
+        # Imported here: prometheus_client only for a worker that serves metrics.
+        from mailconnect.cli import worker_metrics
 
-    def progress(event: WorkerEvent) -> None:
-        display(event)
-        if exporter is not None:
-            exporter(event)
-
-    if not as_json and not once:
-        err_console.print(
-            f"Worker started: {concurrency} sessions at a time. Stop with Ctrl-C or SIGTERM."
-        )
-        if exporter is not None:
-            err_console.print(f"Metrics: {exporter.address}")
+        exporter = worker_metrics.WorkerMetrics(outbox, *metrics)
     try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stopping, sig)
+                installed.append(sig)
+        display = _Display(outbox, once=once, as_json=as_json)
+
+        def progress(event: WorkerEvent) -> None:
+            display(event)
+            if exporter is not None:
+                exporter.metrics.worker_event(event)
+
+        if not as_json and not once:
+            err_console.print(
+                f"Worker started: {concurrency} sessions at a time. Stop with Ctrl-C or SIGTERM."
+            )
+            if exporter is not None:
+                err_console.print(f"Metrics: {exporter.address}")
         with display.progress:
             return await run_worker(
                 outbox,
@@ -231,10 +236,6 @@ async def _run(
                 progress=progress,
             )
     finally:
-        if observing is not None:
-            observing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await observing
         if exporter is not None:
             exporter.close()
         for sig in installed:

@@ -9,27 +9,22 @@ told otherwise: there is no authentication, as is usual for a metrics port.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
 
 from mailconnect.errors import ConfigurationError
-from mailconnect.outbox import Outbox, WorkerEvent
+from mailconnect.outbox import Outbox
 
 if TYPE_CHECKING:
     from mailconnect.service.metrics import Metrics
 
 __all__ = ["WorkerMetrics"]
 
-_log = logging.getLogger("mailconnect.worker")
-_OBSERVE_SECONDS = 1.0  # how often attempt durations are read for the histogram
-
 
 class WorkerMetrics:
-    """The endpoint, listening once constructed; call it with worker events; ``close`` it."""
+    """The endpoint, listening once constructed; feed ``metrics.worker_event`` the worker's
+    events; ``close`` it."""
 
     def __init__(self, outbox: Outbox, host: str, port: int) -> None:
         # Imported here: the service package is not loaded by a worker without metrics.
@@ -46,21 +41,6 @@ class WorkerMetrics:
             ) from None
         self.address = f"http://{host}:{self._server.server_port}/metrics"
 
-    def __call__(self, event: WorkerEvent) -> None:
-        self.metrics.worker_event(event)
-
-    async def observe(self) -> None:
-        """Feed the attempt-duration histogram until cancelled; a failed read (the database
-        busy, say) is logged and tried again, it does not end the feed or the worker."""
-        while True:
-            await asyncio.sleep(_OBSERVE_SECONDS)
-            try:
-                await asyncio.to_thread(self.metrics.observe_attempts)
-            except Exception:
-                _log.warning("reading attempt durations for /metrics failed", exc_info=True)
-
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.metrics.observe_attempts()  # what the last seconds added
         self._server.shutdown()
         self._server.server_close()

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -84,7 +84,6 @@ from mailconnect.store.types import utcnow
 
 __all__ = ["ConnectionPlan", "Delivered", "DeliveryContext", "SmtpRun", "load_plan"]
 
-_T = TypeVar("_T")
 Db = Callable[..., Awaitable[Any]]
 _QUIT_SECONDS = 5.0
 _OPEN_RECIPIENTS = (RecipientState.PENDING, RecipientState.DEFERRED)
@@ -161,6 +160,7 @@ class Delivered:
     claimed: Claimed
     state: MessageState | None
     reason: str | None = None
+    seconds: float | None = None  # how long its attempt took, when one was made
 
 
 @dataclass
@@ -299,8 +299,8 @@ class SmtpRun:
             outcomes.append(_Outcome(claimed, None, result, None, now, 0.0, transcript))
         states = await self._store(outcomes)
         return [
-            Delivered(claimed, state, judgement.reason)
-            for claimed, state in zip(batch, states, strict=True)
+            Delivered(outcome.claimed, state, judgement.reason, outcome.seconds)
+            for outcome, state in zip(outcomes, states, strict=True)
         ]
 
     async def expire(self, claimed: Claimed) -> Delivered:
@@ -386,7 +386,7 @@ class SmtpRun:
             )
         states = await self._store(outcomes, untried)
         delivered.extend(
-            Delivered(outcome.claimed, state, outcome.result.reason)
+            Delivered(outcome.claimed, state, outcome.result.reason, outcome.seconds)
             for outcome, state in zip(outcomes, states, strict=True)
         )
         return delivered, [claimed for claimed, _ in untried]

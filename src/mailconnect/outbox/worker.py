@@ -129,6 +129,7 @@ class WorkerEvent:
     state: MessageState | None = None
     detail: str | None = None
     count: int = 1
+    seconds: float | None = None  # MESSAGE: how long its attempt took, when one was made
 
 
 @dataclass
@@ -677,6 +678,7 @@ class _Worker:
                 claimed.message_id,
                 delivered.state,
                 delivered.reason,
+                seconds=delivered.seconds,
             )
         )
 

@@ -83,7 +83,6 @@ def create_app(runtime: Runtime, *, background: bool = True) -> FastAPI:
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics (text format)."""
-        await run_in_threadpool(runtime.metrics.observe_attempts)
         body = await run_in_threadpool(generate_latest, runtime.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

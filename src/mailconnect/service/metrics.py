@@ -11,8 +11,8 @@ From this process (Prometheus adds them up across processes):
 
 - ``mailconnect_sends_total{outcome}``: messages whose attempt by this process's worker ended,
   by the state it left them in (sent, partially_sent, deferred, held, uncertain, failed, expired);
-- ``mailconnect_attempt_seconds``: a histogram of those attempts' durations (read from the
-  attempt rows at scrape time, by primary key);
+- ``mailconnect_attempt_seconds``: a histogram of those attempts' durations (as the worker
+  timed them);
 - ``mailconnect_http_requests_total{method,route,status}`` and
   ``mailconnect_http_request_seconds{method,route}``: the API itself;
 - ``mailconnect_webhook_attempts_total{result}``: webhook POSTs (delivered, retry, failed).
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -33,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailconnect.outbox import EventKind, WorkerEvent
-from mailconnect.store import Attempt, Connection, ConnectionStatus, Message, MessageState
+from mailconnect.store import Connection, ConnectionStatus, Message, MessageState
 from mailconnect.store.service_models import DeliveryState, WebhookDelivery
 
 __all__ = ["Metrics"]
@@ -92,8 +90,6 @@ class Metrics:
     """The app's registry and the instruments the service updates."""
 
     def __init__(self, sessions: Callable[[], Session]) -> None:
-        self._sessions = sessions
-        self._finished: deque[tuple[uuid.UUID, uuid.UUID]] = deque(maxlen=10_000)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_DatabaseCollector(sessions))
         self.sends = Counter(
@@ -129,42 +125,9 @@ class Metrics:
         )
 
     def worker_event(self, event: WorkerEvent) -> None:
-        """A worker's ``progress`` callback: counts the attempts that ended."""
-        tenant_id, message_id, state = event.tenant_id, event.message_id, event.state
-        if event.kind is EventKind.MESSAGE and tenant_id and message_id and state is not None:
-            self.message_finished(tenant_id, message_id, state.value)
-
-    def message_finished(self, tenant_id: uuid.UUID, message_id: uuid.UUID, state: str) -> None:
-        """The worker reported an attempt's end (called in the event loop: only counts)."""
-        self.sends.labels(outcome=state).inc()
-        self._finished.append((tenant_id, message_id))
-
-    def observe_attempts(self) -> None:
-        """Read the durations of the attempts reported since the last scrape (by key)."""
-        pending: list[tuple[uuid.UUID, uuid.UUID]] = []
-        while self._finished and len(pending) < 5000:
-            pending.append(self._finished.popleft())
-        if not pending:
-            return
-        by_tenant: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for tenant_id, message_id in pending:
-            by_tenant.setdefault(tenant_id, []).append(message_id)
-        with self._sessions() as session:
-            for tenant_id, ids in by_tenant.items():
-                latest = (
-                    select(Attempt.message_id, func.max(Attempt.number).label("number"))
-                    .where(Attempt.tenant_id == tenant_id, Attempt.message_id.in_(ids))
-                    .group_by(Attempt.message_id)
-                    .subquery()
-                )
-                durations = session.scalars(
-                    select(Attempt.duration_ms).join(
-                        latest,
-                        (Attempt.message_id == latest.c.message_id)
-                        & (Attempt.number == latest.c.number)
-                        & (Attempt.tenant_id == tenant_id),
-                    )
-                )
-                for duration in durations:
-                    if duration is not None:
-                        self.attempt_seconds.observe(duration / 1000)
+        """A worker's ``progress`` callback (in the event loop: only counts): an attempt ended,
+        leaving its message in ``event.state``, after ``event.seconds``."""
+        if event.kind is EventKind.MESSAGE and event.state is not None:
+            self.sends.labels(outcome=event.state.value).inc()
+            if event.seconds is not None:
+                self.attempt_seconds.observe(event.seconds)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailconnect.crypto import Keyring
 from mailconnect.errors import ConfigurationError, SecretBindingError, SecretError
 from mailconnect.netguard import GuardPolicy, Resolver
-from mailconnect.outbox import Outbox, WorkerEvent, run_worker
+from mailconnect.outbox import Outbox, run_worker
 from mailconnect.probe import NameserverResolver
 from mailconnect.service.auth import KeyCache, load_operator_token
 from mailconnect.service.groupcommit import GroupCommit
@@ -135,7 +135,7 @@ class Runtime:
         """Open the database and keyring and check the stored secrets (StartupRefused)."""
         outbox = Outbox.open(settings)
         try:
-            sessions = sessionmaker(outbox.engine, expire_on_commit=False)
+            sessions = outbox.sessions
             reader = outbox.readers
             with reader() as session:
                 _refuse_missing_keys(audit_all_secrets(session, outbox.keyring))
@@ -212,16 +212,13 @@ class Runtime:
                     worker_id=self.worker_id,
                     guard=self.guard,
                     tls=self.tls,
-                    progress=self._progress,
+                    progress=self.metrics.worker_event,
                     resolver=self.resolver,
                 )
             except Exception:
                 log.exception("the worker stopped on an error; restarting it in 5 seconds")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=5)
-
-    def _progress(self, event: WorkerEvent) -> None:
-        self.metrics.worker_event(event)
 
     async def _webhooks(self, stop: asyncio.Event) -> None:
         scanner = EventScanner(self.sessions, self.reader)
