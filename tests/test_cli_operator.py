@@ -988,12 +988,17 @@ async def test_a_separate_worker_serves_prometheus_metrics() -> None:
                 for _ in range(300):  # at most 30 s
                     with contextlib.suppress(httpx.TransportError):
                         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                    if all(line in text for line in wanted):
+                    if all(line in text for line in wanted) or child.returncode is not None:
                         break
                     await asyncio.sleep(0.1)
         finally:
-            child.send_signal(signal.SIGTERM)
-            _, errors = await asyncio.wait_for(child.communicate(), 20)
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+            try:
+                _, errors = await asyncio.wait_for(child.communicate(), 20)
+            except TimeoutError:
+                child.kill()
+                raise
     assert all(line in text for line in wanted), text[-2000:]
     assert child.returncode == 0, errors.decode()
     assert f"Metrics: http://127.0.0.1:{port}/metrics" in errors.decode()

@@ -118,8 +118,8 @@ def test_claims_are_exclusive_oldest_first_and_limited(outbox_env: OutboxEnv) ->
 def test_the_oldest_due_message_across_states_picks_the_connection(
     outbox_env: OutboxEnv,
 ) -> None:
-    """pick_connection and next_due read each state apart (each off the index in time order)
-    and take the oldest of all; not yet due and excluded connections are passed by."""
+    """pick_connection and next_due take the oldest due message of all claimable states; not
+    yet due and excluded connections are passed by."""
     first, second, third = (outbox_env.connection(25 + n, name=f"c{n}") for n in range(3))
     now = utcnow()
     ids: dict[uuid.UUID, uuid.UUID] = {}

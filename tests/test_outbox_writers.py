@@ -92,6 +92,7 @@ def test_a_writer_in_another_process_waits_for_its_turn(sqlite_env: OutboxEnv) -
         assert child.stdin is not None
         try:
             assert child.stdout.readline().strip() == "in"  # inside its transaction
+            assert _taken_elsewhere(_lock_file(sqlite_env))  # its turn, not only SQLite's lock
             writer = threading.Thread(target=write)
             writer.start()
             writer.join(0.3)

@@ -215,7 +215,8 @@ async def test_a_saved_plain_http_webhook_is_not_posted_to_the_internet(
     async def must_not_send(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the event was sent")
 
-    monkeypatch.setattr(httpx.AsyncClient, "post", must_not_send)
+    # (the transport: whatever client method the dispatcher used, nothing could leave)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", must_not_send)
     public = GuardPolicy.parse(allowed_ports=[80, 443])
     dispatcher = Dispatcher(sessionmaker(), Keyring([generate_key()]), public, resolver=PUBLIC)
     job = _Job(
