@@ -119,7 +119,9 @@ def _process_cpu(pid: int, *, children: bool = False) -> float:
 
 def _postgres_cpu() -> float:
     """CPU seconds of the postgres server processes on this machine (the database's share),
-    including backends that have exited: the postmaster, which waits for them, counts theirs."""
+    including backends that have exited: the postmaster, which waits for them, counts theirs.
+    Every postgres process counts: autovacuum too, and another client's backends if one runs
+    at the same time (run the benchmark on a quiet server)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -343,6 +345,15 @@ def _prepare(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
         return tenant.id, connection.id
 
 
+def _filled(outbox: Outbox, port: int, count: int) -> tuple[uuid.UUID, uuid.UUID]:
+    """The benchmark's tenant and connection, with ``count`` messages enqueued for them."""
+    tenant_id, connection_id = _prepare(outbox, port)
+    text = _text_for_size()
+    messages = [_message(index, text) for index in range(count)]
+    enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
+    return tenant_id, connection_id
+
+
 def _sent(outbox: Outbox) -> int:
     with outbox.reading() as session:
         query = select(func.count()).select_from(Message).where(Message.state == MessageState.SENT)
@@ -406,6 +417,10 @@ class _ReplyCounter(asyncio.Protocol):
         if self.waiter is not None and self.replies >= self.wanted and not self.waiter.done():
             self.waiter.set_result(None)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError("the sink closed the connection"))
+
     async def expect(self, count: int) -> None:
         self.wanted += count
         if self.replies < self.wanted:
@@ -461,14 +476,7 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
     worker's own functions; the windows of a batch share a commit, as with the group commit)."""
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
-        tenant_id, connection_id = _prepare(outbox, 2525)
-        text = _text_for_size()
-        enqueue_many(
-            outbox,
-            tenant_id=tenant_id,
-            messages=[_message(index, text) for index in range(count)],
-            connection_id=connection_id,
-        )
+        tenant_id, connection_id = _filled(outbox, 2525, count)
         postgres = database == "PostgreSQL"
         server_before = _postgres_cpu() if postgres else 0.0
         cpu_before = _self_cpu()
@@ -585,10 +593,7 @@ def workers(
     url = url or f"sqlite:///{data_dir / 'workers.db'}"
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
-        tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = _text_for_size()
-        messages = [_message(index, text) for index in range(count)]
-        enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
+        _filled(outbox, sink.port, count)
     finally:
         outbox.close()
     if url_given:
