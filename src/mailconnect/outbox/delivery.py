@@ -52,6 +52,7 @@ from mailconnect.outbox.policy import (
 from mailconnect.outbox.records import (
     AttemptRecord,
     Finished,
+    Opening,
     Outgoing,
     RecipientUpdate,
     Settlement,
@@ -60,7 +61,7 @@ from mailconnect.outbox.records import (
     finish_many,
     hold_connection,
     load_outgoing_many,
-    open_attempts,
+    open_attempts_many,
 )
 from mailconnect.settings import AuthMethod, ConnectionSettings, Security
 from mailconnect.smtp import (
@@ -147,6 +148,10 @@ class DeliveryContext:
     owner: str
     db: Db  # runs a synchronous function in a worker thread: await db(fn, *args)
     write: Db  # runs fn(session, *args) in a (shared) committed transaction: await write(fn, ...)
+    # the same for fn(session, items) -> one result per item; calls in one transaction are merged
+    write_merged: Callable[
+        [Callable[[Session, list[Any]], Sequence[Any]], Sequence[Any]], Awaitable[list[Any]]
+    ]
     guard: GuardPolicy
     tls: TlsPolicy | None = None
     resolver: Resolver | None = None
@@ -343,16 +348,22 @@ class SmtpRun:
                 items.append(
                     (claimed, outgoing, self._local_checks(outgoing, session.capabilities))
                 )
-        to_open = [(claimed, claimed.attempt_count + 1) for claimed, _, local in items if not local]
+        started_at = utcnow()
+        to_open = [
+            Opening(
+                claimed, claimed.attempt_count + 1, context.owner, started_at, self.server_address
+            )
+            for claimed, _, local in items
+            if not local
+        ]
         opened: dict[uuid.UUID, uuid.UUID] = {}
         if to_open:
-            opened = await context.write(
-                open_attempts,
-                to_open,
-                owner=context.owner,
-                started_at=utcnow(),
-                server_address=self.server_address,
-            )
+            attempts = await context.write_merged(open_attempts_many, to_open)
+            opened = {
+                opening.claimed.id: attempt_id
+                for opening, attempt_id in zip(to_open, attempts, strict=True)
+                if attempt_id is not None
+            }
         outcomes: list[_Outcome] = []
         untried: list[tuple[Claimed, uuid.UUID]] = []
         for claimed, outgoing, local in items:
@@ -645,7 +656,8 @@ class SmtpRun:
                     )
             stored.append(Finished(claimed, outcome.attempt_id, record, result.updates, settlement))
         if stored or untried:
-            await context.write(_store_results, stored, list(untried), now, hold, context.owner)
+            storing = _Storing(stored, list(untried), now, hold, context.owner)
+            await context.write_merged(_store_results, [storing])
         return [item.settlement.state for item in stored]
 
     def _settlement(
@@ -704,16 +716,29 @@ def _attempt_outcome(result: _Result) -> AttemptOutcome:
 # -- synchronous database steps (run in the worker's threads) ----------------------------------
 
 
-def _store_results(
-    session: Session,
-    stored: Sequence[Finished],
-    untried: Sequence[tuple[Claimed, uuid.UUID]],
-    now: datetime,
-    hold: tuple[uuid.UUID, str] | None,
-    owner: str,
-) -> None:
-    discard_attempts(session, untried, owner)
-    finish_many(session, stored, now)
-    if hold is not None:
-        connection_id, reason = hold
-        hold_connection(session, stored[0].claimed.tenant_id, connection_id, reason, owner, now)
+@dataclass(frozen=True, slots=True)
+class _Storing:
+    """One window's results, as :func:`_store_results` stores them."""
+
+    stored: Sequence[Finished]
+    untried: Sequence[tuple[Claimed, uuid.UUID]]
+    now: datetime
+    hold: tuple[uuid.UUID, str] | None  # (connection, reason): it needs attention
+    owner: str
+
+
+def _store_results(session: Session, windows: Sequence[_Storing]) -> list[None]:
+    """The results of several windows (of this worker's sessions) in one go: attempts never
+    started removed, every result stored, then the connections to hold marked."""
+    if not windows:
+        return []
+    for owner in dict.fromkeys(window.owner for window in windows):
+        untried = [u for window in windows if window.owner == owner for u in window.untried]
+        discard_attempts(session, untried, owner)
+    finish_many(session, [item for window in windows for item in window.stored], windows[-1].now)
+    for window in windows:
+        if window.hold is not None:
+            connection_id, reason = window.hold
+            tenant_id = window.stored[0].claimed.tenant_id
+            hold_connection(session, tenant_id, connection_id, reason, window.owner, window.now)
+    return [None] * len(windows)

@@ -8,6 +8,13 @@ together in the next transaction, in arrival order, and wakes each caller only a
 every caller still sees its own write durable before it continues, so the guarantees are
 unchanged, but the commit (an fsync on SQLite) and the session set-up are paid once per group.
 
+Writes made with :meth:`GroupCommit.write_merged` go further: those of the same function in one
+group run as one call with their items joined, so the statements run once per group rather than
+once per caller (the worker's writes are a few rows each; the statements' fixed cost dominated).
+That call takes the place of the first of them in the group. Moving the others up is safe because
+the writes of one group come from different delivery sessions (each awaits its write before it
+makes the next) and those hold different messages.
+
 A write that raises does not take the others down: the group is rolled back and every write in
 it is run again alone, so each caller gets its own result or its own exception.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +35,7 @@ from mailconnect.outbox.box import Outbox
 __all__ = ["GroupCommit"]
 
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 _MAX_GROUP = 64
 
 
@@ -37,6 +45,7 @@ class _Write:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     future: asyncio.Future[Any]
+    merged: bool = False  # fn(session, items) -> one result per item; see write_merged
 
 
 class GroupCommit:
@@ -51,14 +60,30 @@ class GroupCommit:
 
     async def write(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run ``fn(session, *args, **kwargs)``; return once its transaction has committed."""
+        result: _T = await self._submit(_Write(fn, args, kwargs, self._future()))
+        return result
+
+    async def write_merged(
+        self, fn: Callable[[Session, list[_I]], Sequence[_T]], items: Sequence[_I]
+    ) -> list[_T]:
+        """Run ``fn(session, items)``, which returns one result per item, in the order given;
+        return this call's results once the transaction has committed. Calls of the same ``fn``
+        in one group are run as one, with their items joined in arrival order; ``fn`` must give
+        each item the result it would give it in a call of its own."""
+        result: list[_T] = await self._submit(_Write(fn, (list(items),), {}, self._future(), True))
+        return result
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, write: _Write) -> Any:
         loop = asyncio.get_running_loop()
-        write = _Write(fn, args, kwargs, loop.create_future())
         self._queue.append(write)
         if not self._running:
             self._running = True
             self._task = loop.create_task(self._drain())
-        result: _T = await write.future
-        return result
+        return await write.future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -92,11 +117,44 @@ class GroupCommit:
         outcomes: list[tuple[bool, Any]] = []
         for write in group:
             try:
-                outcomes.append((True, self._outbox.run(write.fn, *write.args, **write.kwargs)))
+                outcomes.append((True, self._outbox.run(_call_one, write)))
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
 
 
+def _call_one(session: Session, write: _Write) -> Any:
+    if write.merged:
+        return _call_merged(session, [write])[0]
+    return write.fn(session, *write.args, **write.kwargs)
+
+
 def _call_all(session: Session, group: list[_Write]) -> list[tuple[bool, Any]]:
-    return [(True, write.fn(session, *write.args, **write.kwargs)) for write in group]
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    for index, write in enumerate(group):
+        if index in outcomes:
+            continue
+        if not write.merged:
+            outcomes[index] = (True, write.fn(session, *write.args, **write.kwargs))
+            continue
+        same = [i for i in range(index, len(group)) if group[i].merged and group[i].fn is write.fn]
+        for i, result in zip(same, _call_merged(session, [group[i] for i in same]), strict=True):
+            outcomes[i] = (True, result)
+    return [outcomes[index] for index in range(len(group))]
+
+
+def _call_merged(session: Session, writes: list[_Write]) -> list[list[Any]]:
+    """One call of the writes' shared function with their items joined; each write's results."""
+    items = [item for write in writes for item in write.args[0]]
+    results = list(writes[0].fn(session, items))
+    if len(results) != len(items):
+        raise ValueError(
+            f"{writes[0].fn.__name__} returned {len(results)} results for {len(items)}"
+        )
+    split: list[list[Any]] = []
+    start = 0
+    for write in writes:
+        end = start + len(write.args[0])
+        split.append(results[start:end])
+        start = end
+    return split

@@ -2,7 +2,7 @@
 
 For a window of messages sent through one session there are two short transactions:
 
-1. :func:`open_attempts`, before the window's first MAIL: an attempt row without outcome per
+1. :func:`open_attempts_many`, before the window's first MAIL: an attempt row without outcome per
    message, inserted only if this worker still holds that message's lease (read, and on
    PostgreSQL share-locked until the commit, by the same statement). It is the evidence
    recovery needs: see :mod:`mailconnect.outbox.claim`. The message row itself is not written:
@@ -43,6 +43,7 @@ from mailconnect.store.types import utcnow
 __all__ = [
     "AttemptRecord",
     "Finished",
+    "Opening",
     "Outgoing",
     "RecipientUpdate",
     "Settlement",
@@ -52,6 +53,7 @@ __all__ = [
     "hold_connection",
     "load_outgoing_many",
     "open_attempts",
+    "open_attempts_many",
 ]
 
 _SENDING = MessageState.SENDING
@@ -225,6 +227,17 @@ def load_outgoing_many(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """An attempt about to start: the claimed message, the attempt's number, who makes it."""
+
+    claimed: Claimed
+    number: int
+    owner: str
+    started_at: datetime
+    server_address: str | None
+
+
 def open_attempts(
     session: Session,
     messages: Sequence[tuple[Claimed, int]],
@@ -233,39 +246,49 @@ def open_attempts(
     started_at: datetime,
     server_address: str | None,
 ) -> dict[uuid.UUID, uuid.UUID]:
-    """Record that the messages (claimed, attempt number) are about to be sent, in one
-    transaction: an attempt row without outcome each, inserted only if this worker still holds
-    the message's lease, which must not have run out. Returns message id -> attempt id for
-    those; a message missing from it lost its lease (do not send it), and if only its time ran
-    out, it is given back as :func:`~mailconnect.outbox.claim.release` does."""
-    if not messages:
-        return {}
+    """:func:`open_attempts_many` for messages (claimed, attempt number) of one worker, started
+    together: message id -> attempt id for those whose attempt was opened."""
+    openings = [Opening(c, number, owner, started_at, server_address) for c, number in messages]
+    opened = open_attempts_many(session, openings)
+    return {c.id: attempt for (c, _), attempt in zip(messages, opened, strict=True) if attempt}
+
+
+def open_attempts_many(session: Session, openings: Sequence[Opening]) -> list[uuid.UUID | None]:
+    """Record that the messages are about to be sent, in one statement: an attempt row without
+    outcome each, inserted only if its worker still holds the message's lease, which must not
+    have run out. Returns each opening's attempt id, or None where the lease was lost (do not
+    send it); if only its time ran out, the message is given back as
+    :func:`~mailconnect.outbox.claim.release` does."""
+    if not openings:
+        return []
     now = utcnow()  # (in the transaction: the write may have waited for its turn)
-    opened = {claimed.id: new_id() for claimed, _ in messages}
+    ids = [new_id() for _ in openings]
     rows = [
         {
-            "b_attempt": opened[claimed.id],
-            "b_tenant": claimed.tenant_id,
-            "b_id": claimed.id,
-            "b_number": number,
-            "b_started": started_at,
-            "b_owner": owner,
-            "b_server": server_address,
+            "b_attempt": attempt_id,
+            "b_tenant": opening.claimed.tenant_id,
+            "b_id": opening.claimed.id,
+            "b_number": opening.number,
+            "b_started": opening.started_at,
+            "b_owner": opening.owner,
+            "b_server": opening.server_address,
             "b_now": now,
         }
-        for claimed, number in messages
+        for opening, attempt_id in zip(openings, ids, strict=True)
     ]
     # Usually every lease is held and every row inserted; only when not is a read needed.
-    if execute_many(session, _OPEN_ATTEMPT, rows) != len(rows):
-        written = set(
-            session.scalars(select(_attempts.c.id).where(_attempts.c.id.in_(list(opened.values()))))
-        )
-        refused = [key for key, value in opened.items() if value not in written]
+    if execute_many(session, _OPEN_ATTEMPT, rows) == len(rows):
+        return list(ids)
+    written = set(session.scalars(select(_attempts.c.id).where(_attempts.c.id.in_(ids))))
+    refused: dict[str, list[uuid.UUID]] = {}
+    for opening, attempt_id in zip(openings, ids, strict=True):
+        if attempt_id not in written:
+            refused.setdefault(opening.owner, []).append(opening.claimed.id)
+    for owner, message_ids in refused.items():
         # A lease that ran out while this worker still holds the message (its renewals
         # lagged): the message is given back now, unsent, rather than left to recovery.
-        release(session, refused, owner, now)
-        opened = {key: value for key, value in opened.items() if value in written}
-    return opened
+        release(session, message_ids, owner, now)
+    return [attempt_id if attempt_id in written else None for attempt_id in ids]
 
 
 def _held(session: Session, ids: Sequence[uuid.UUID], owners: set[str]) -> set[uuid.UUID]:

@@ -281,6 +281,7 @@ class _Worker:
             owner=self.owner,
             db=self.db,
             write=self.group.write,
+            write_merged=self.group.write_merged,
             guard=guard,
             tls=tls,
             resolver=resolver,
@@ -669,6 +670,8 @@ class _Worker:
         claimed = delivered.claimed
         if delivered.state is not None:
             self.stats.outcomes[delivered.state] += 1
+        if self.progress is None:
+            return  # (no event built: this runs once per message)
         self.emit(
             WorkerEvent(
                 EventKind.MESSAGE,
