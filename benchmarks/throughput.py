@@ -98,6 +98,7 @@ POSTGRES_URL = os.environ.get(
     "MAILCONNECT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 TICK = os.sysconf("SC_CLK_TCK")
+CHUNK = 1_000  # messages per enqueue_many when the enqueue runs beside the worker
 WORKER_COMMAND = "import typer; from mailconnect.cli.worker import worker; typer.run(worker)"
 
 
@@ -397,6 +398,78 @@ def end_to_end(
         note,
     )
     return row, count / (enqueued - start)
+
+
+def side_by_side(
+    sink: Sink, data_dir: Path, count: int, sessions: int, url: str | None = None
+) -> Row:
+    """End to end with the enqueue and the delivery at the same time, as a service and its
+    worker run them: this process enqueues the messages in chunks of CHUNK (each chunk one
+    durable ``enqueue_many``) while the worker command, a child process, delivers them; the
+    clock runs from the first enqueue until every message is marked sent. The worker starts
+    right after the first chunk is stored (its start is in the time): on SQLite a worker in
+    another process learns of new messages only by looking again after its poll interval, so
+    one started on an empty outbox would first sleep."""
+    url_given = url is not None
+    database = "PostgreSQL" if url_given else "SQLite"
+    url = url or f"sqlite:///{data_dir / 'side.db'}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
+    environment = {
+        **os.environ,
+        "MAILCONNECT_DATA_DIR": str(data_dir),
+        "MAILCONNECT_DATABASE_URL": url,
+    }
+    command = [sys.executable, "-c", WORKER_COMMAND, "--no-guard", "--json"]
+    command += ["--concurrency", str(sessions)]
+    out_file, err_file = data_dir / "side.out", data_dir / "side.err"
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        tenant_id, connection_id = _prepare(outbox, sink.port)
+        text = _text_for_size()
+        messages = [_message(index, text) for index in range(count)]
+        if url_given:
+            time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
+        server_before = sink.cpu() + (_postgres_cpu() if url_given else 0.0)
+        cpu_before = _self_cpu()
+        start = time.perf_counter()
+        for first in range(0, count, CHUNK):
+            chunk = messages[first : first + CHUNK]
+            enqueue_many(outbox, tenant_id=tenant_id, messages=chunk, connection_id=connection_id)
+            if child is None:
+                with out_file.open("wb") as stdout, err_file.open("wb") as stderr:
+                    child = subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
+        assert child is not None
+        while _sent(outbox) < count:
+            if child.poll() is not None:
+                raise SystemExit(f"the worker command stopped: {err_file.read_text()}")
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+        client_cpu = _self_cpu() - cpu_before
+        child.terminate()  # SIGTERM: a graceful stop
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if url_given:
+            time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
+        server_cpu = sink.cpu() + (_postgres_cpu() if url_given else 0.0) - server_before
+    finally:
+        if child is not None and child.returncode is None:
+            child.kill()
+            child.wait()
+        outbox.close()
+    if child.returncode != 0:
+        raise SystemExit(f"the worker command failed: {err_file.read_text()}")
+    sent = json.loads(out_file.read_text())["sent"]
+    if sent != count:
+        raise SystemExit(f"{database}, side by side: the worker sent {sent} of {count} messages")
+    return Row(
+        f"mailconnect, {database}, enqueue beside the worker",
+        count,
+        seconds,
+        client_cpu + usage.ru_utime + usage.ru_stime,
+        server_cpu,
+        f"2 processes: enqueue in chunks of {CHUNK:,}; worker CLI, {sessions} sessions",
+    )
 
 
 class _ReplyCounter(asyncio.Protocol):
@@ -751,6 +824,7 @@ def main() -> None:
             )
             results.rows.append(row)
             results.enqueue["SQLite"] = rate
+            results.rows.append(side_by_side(sink, base / "side", args.messages, args.sessions))
             results.rows.append(
                 records_floor(
                     "SQLite", f"sqlite:///{base / 'floor' / 'm.db'}", base / "floor", args.messages
@@ -764,6 +838,13 @@ def main() -> None:
                         )
                         results.rows.append(row)
                         results.enqueue["PostgreSQL"] = rate
+                with postgres_database() as postgres:
+                    if postgres is not None:
+                        results.rows.append(
+                            side_by_side(
+                                sink, base / "side-pg", args.messages, args.sessions, postgres
+                            )
+                        )
                 with postgres_database() as postgres:
                     if postgres is not None:
                         results.rows.append(

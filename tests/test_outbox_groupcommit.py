@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -115,3 +115,32 @@ async def test_a_merged_write_must_answer_every_item(sqlite_env: OutboxEnv) -> N
         pytest.raises(ValueError, match="returned 1 results for 2"),
     ):
         await group.write_merged(short, [1, 2])
+
+
+async def test_each_merged_function_runs_once_where_its_first_write_stood(
+    sqlite_env: OutboxEnv,
+) -> None:
+    log: list[str] = []
+
+    def merged(name: str) -> Callable[[Session, list[int]], list[str]]:
+        def run(session: Session, items: list[int]) -> list[str]:
+            log.append(f"{name}{items}")
+            return [f"{name}{item}" for item in items]
+
+        return run
+
+    def plain(session: Session, label: str) -> str:
+        log.append(label)
+        return label
+
+    f, g = merged("f"), merged("g")
+    with _committer(sqlite_env) as (group, _):
+        results = await asyncio.gather(
+            group.write_merged(f, [1]),
+            group.write(plain, "p"),
+            group.write_merged(g, [2, 3]),
+            group.write_merged(f, [4]),
+            group.write_merged(g, [5]),
+        )
+    assert log == ["f[1, 4]", "p", "g[2, 3, 5]"]
+    assert list(results) == [["f1"], "p", ["g2", "g3"], ["f4"], ["g5"]]

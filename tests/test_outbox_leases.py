@@ -24,18 +24,28 @@ from mailconnect.outbox.claim import (
     release,
     renew,
 )
+from mailconnect.outbox.delivery import _store_results, _Storing
 from mailconnect.outbox.limits import acquire_session_slot, release_session_slot
 from mailconnect.outbox.records import (
     AttemptRecord,
     Finished,
+    Opening,
     RecipientUpdate,
     Settlement,
     discard_attempts,
     finish_many,
     load_outgoing_many,
     open_attempts,
+    open_attempts_many,
 )
-from mailconnect.store import Attempt, AttemptOutcome, Message, SessionLease
+from mailconnect.store import (
+    Attempt,
+    AttemptOutcome,
+    Connection,
+    ConnectionStatus,
+    Message,
+    SessionLease,
+)
 from mailconnect.store.types import utcnow
 
 __all__ = ["outbox_env"]
@@ -280,6 +290,97 @@ def test_a_lease_that_ran_out_opens_no_attempt_and_the_message_goes_back(
     view = outbox_env.view(lagging.id)
     assert (view.state, view.attempts) == (MessageState.QUEUED, ())
     assert outbox_env.view(fresh.id).state is MessageState.SENDING
+
+
+def test_openings_of_several_workers_in_one_call_each_get_their_own_answer(
+    outbox_env: OutboxEnv,
+) -> None:
+    """The group commit joins the openings of several sessions into one call: each opening is
+    answered in order, a lease that ran out is given back to its own worker's queue, and an
+    opening by a worker that does not hold the message is refused without touching it."""
+    connection, _ = _setup(outbox_env, 5)
+    a_fresh, a_lagging, a_other = _claim(outbox_env, connection, "a", limit=3)
+    b_lagging, b_fresh = _claim(outbox_env, connection, "b", limit=2)
+    with outbox_env.outbox.transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([a_lagging.id, b_lagging.id]))
+            .values(lease_until=utcnow() - timedelta(seconds=1))
+        )
+    now = utcnow()
+    plan = [(a_fresh, "a"), (b_lagging, "b"), (a_other, "b"), (a_lagging, "a"), (b_fresh, "b")]
+    with outbox_env.outbox.transaction() as session:
+        opened = open_attempts_many(
+            session, [Opening(c, 1, owner, now, "127.0.0.1:25") for c, owner in plan]
+        )
+    assert [attempt is not None for attempt in opened] == [True, False, False, False, True]
+    for claimed in (b_lagging, a_lagging):
+        view = outbox_env.view(claimed.id)
+        assert (view.state, view.attempts) == (MessageState.QUEUED, ())
+    other = outbox_env.view(a_other.id)  # still a's, untouched by b's refused opening
+    assert (other.state, other.attempts) == (MessageState.SENDING, ())
+    with outbox_env.outbox.reading() as session:
+        owners = dict(
+            session.execute(
+                select(Attempt.message_id, Attempt.worker).where(Attempt.outcome.is_(None))
+            ).all()
+        )
+    assert owners == {a_fresh.id: "a", b_fresh.id: "b"}
+
+
+def test_windows_stored_together_discard_then_store_then_hold(outbox_env: OutboxEnv) -> None:
+    """Two sessions' windows on one connection stored in one call (the group commit merges
+    them): window A ends in an authentication failure (hold the connection), window B refused
+    one message before any command and never tried another. B's result is stored before A's
+    hold (stored after it, the hold would have taken the message from B first), and the
+    message B never tried is held with the connection, without a trace of the try."""
+    connection, _ = _setup(outbox_env, 3)
+    held, untried, refused = _claim(outbox_env, connection, "w", limit=3)
+    opened = {c.id: _open(outbox_env, c, "w") for c in (held, untried)}
+    now = utcnow()
+    window_a = _Storing(
+        [
+            Finished(
+                held,
+                opened[held.id],
+                _record("w", AttemptOutcome.HELD),
+                [],
+                Settlement(MessageState.HELD, "535 authentication failed"),
+            )
+        ],
+        [],
+        now,
+        (connection, "535 authentication failed"),
+        "w",
+    )
+    attempt = opened[untried.id]
+    assert attempt is not None
+    window_b = _Storing(
+        [
+            Finished(
+                refused,
+                None,
+                _record("w", AttemptOutcome.REJECTED),
+                [RecipientUpdate(0, RecipientState.REJECTED, text="too big")],
+                Settlement(MessageState.FAILED, "too big"),
+            )
+        ],
+        [(untried, attempt)],
+        now,
+        None,
+        "w",
+    )
+    with outbox_env.outbox.transaction() as session:
+        assert _store_results(session, [window_a, window_b]) == [None, None]
+    assert outbox_env.view(held.id).state is MessageState.HELD
+    never = outbox_env.view(untried.id)
+    assert (never.state, never.attempts) == (MessageState.HELD, ())
+    failed = outbox_env.view(refused.id)
+    assert failed.state is MessageState.FAILED
+    assert [a.outcome for a in failed.attempts] == [AttemptOutcome.REJECTED]
+    with outbox_env.outbox.reading() as session:
+        status = session.scalar(select(Connection.status).where(Connection.id == connection))
+    assert status is ConnectionStatus.NEEDS_ATTENTION
 
 
 def test_a_late_real_result_replaces_recoverys_guess(outbox_env: OutboxEnv) -> None:

@@ -735,7 +735,8 @@ def _store_results(session: Session, windows: Sequence[_Storing]) -> list[None]:
     for owner in dict.fromkeys(window.owner for window in windows):
         untried = [u for window in windows if window.owner == owner for u in window.untried]
         discard_attempts(session, untried, owner)
-    finish_many(session, [item for window in windows for item in window.stored], windows[-1].now)
+    results = [item for window in windows for item in window.stored]
+    finish_many(session, results, max(window.now for window in windows))
     for window in windows:
         if window.hold is not None:
             connection_id, reason = window.hold

@@ -11,9 +11,12 @@ unchanged, but the commit (an fsync on SQLite) and the session set-up are paid o
 Writes made with :meth:`GroupCommit.write_merged` go further: those of the same function in one
 group run as one call with their items joined, so the statements run once per group rather than
 once per caller (the worker's writes are a few rows each; the statements' fixed cost dominated).
-That call takes the place of the first of them in the group. Moving the others up is safe because
-the writes of one group come from different delivery sessions (each awaits its write before it
-makes the next) and those hold different messages.
+That call takes the place of the first of them in the group, and within it the function may do
+its kinds of work in its own order (the worker's stores: every discard, then every result, then
+every hold). This is sound because every write of a group is in flight at the same time: each
+caller awaits its write before it makes the next, so no caller can rely on an order between its
+write and another's, and any order of them is one that separate transactions could have taken
+too. A caller that put two writes in flight at once (``gather``) would lose their order.
 
 A write that raises does not take the others down: the group is rolled back and every write in
 it is run again alone, so each caller gets its own result or its own exception.
@@ -69,7 +72,8 @@ class GroupCommit:
         """Run ``fn(session, items)``, which returns one result per item, in the order given;
         return this call's results once the transaction has committed. Calls of the same ``fn``
         in one group are run as one, with their items joined in arrival order; ``fn`` must give
-        each item the result it would give it in a call of its own."""
+        each item the result, and make the changes, it would in a call of its own (in whatever
+        order it does the calls' work: see the module's docstring)."""
         result: list[_T] = await self._submit(_Write(fn, (list(items),), {}, self._future(), True))
         return result
 
