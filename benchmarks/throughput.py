@@ -75,12 +75,13 @@ from mailconnect.outbox.claim import Claimed, claim
 from mailconnect.outbox.records import (
     AttemptRecord,
     Finished,
+    Opening,
     Outgoing,
     RecipientUpdate,
     Settlement,
     finish_many,
     load_outgoing_many,
-    open_attempts,
+    open_attempts_many,
 )
 from mailconnect.outbox.worker import DEFAULT_WINDOW
 from mailconnect.rules import lint
@@ -546,7 +547,8 @@ def smtp_floor(sink: Sink, count: int, sessions: int) -> Row:
 def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
     """The worker's database work for ``count`` messages without SMTP, in one thread: claim 50,
     load them, open the attempts of each window of DEFAULT_WINDOW, then store them as sent (the
-    worker's own functions; the windows of a batch share a commit, as with the group commit)."""
+    worker's own functions; the windows of a batch share a commit and their statements, as the
+    group commit lets the waiting writes of the worker's sessions do)."""
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
         tenant_id, connection_id = _filled(outbox, 2525, count)
@@ -575,8 +577,8 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
                 batch[first : first + DEFAULT_WINDOW]
                 for first in range(0, len(batch), DEFAULT_WINDOW)
             ]
-            # The windows of a batch share a commit, as the worker's group commit lets about
-            # nine writes of its sessions do.
+            # The windows of a batch share a commit and each statement, as the worker's group
+            # commit lets the writes of its sessions that wait together do (about eight).
             opened = outbox.run(_open_windows, windows)
             outbox.run(
                 _finish_windows,
@@ -604,21 +606,18 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
 
 
 def _open_windows(session: Session, windows: list[list[Claimed]]) -> dict[uuid.UUID, uuid.UUID]:
-    opened: dict[uuid.UUID, uuid.UUID] = {}
-    for window in windows:
-        opened |= open_attempts(
-            session,
-            [(claimed, claimed.attempt_count + 1) for claimed in window],
-            owner="bench",
-            started_at=utcnow(),
-            server_address=f"{HOST}:25",
-        )
-    return opened
+    started_at = utcnow()
+    openings = [
+        Opening(claimed, claimed.attempt_count + 1, "bench", started_at, f"{HOST}:25")
+        for window in windows
+        for claimed in window
+    ]
+    opened = open_attempts_many(session, openings)
+    return {o.claimed.id: a for o, a in zip(openings, opened, strict=True) if a is not None}
 
 
 def _finish_windows(session: Session, windows: list[list[Finished]]) -> None:
-    for window in windows:
-        finish_many(session, window, utcnow())
+    finish_many(session, [item for window in windows for item in window], utcnow())
 
 
 _TRANSCRIPT = (
