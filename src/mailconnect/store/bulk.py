@@ -108,6 +108,7 @@ def _prepare(
 
 
 _inserts: dict[Table, Insert] = {}
+_NOTHING = object()
 
 
 def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -202,6 +203,25 @@ def execute_many(
     return int(result.rowcount)
 
 
+def _remembering(convert: _Convert) -> _Convert:
+    """``convert``, answering a value it has just converted from memory: the rows of one bulk
+    statement bind the same objects again and again (the batch's time, its tenant), and a
+    timestamp's conversion costs microseconds. By identity, within one call, whose values
+    cannot change while it converts them."""
+    last: tuple[object, Any] = (_NOTHING, None)
+
+    def remembered(value: Any) -> Any:
+        nonlocal last
+        seen, result = last
+        if value is seen:
+            return result
+        result = convert(value)
+        last = (value, result)
+        return result
+
+    return remembered
+
+
 def _converted(
     dialect: Dialect,
     statement: ClauseElement,
@@ -222,7 +242,7 @@ def _converted(
         raise ValueError(f"execute_many: every row must give {', '.join(sorted(missing))}")
     fixed = prepared.fixed
     plan = [
-        (key, fixed.get(name), name in fixed, convert)
+        (key, fixed.get(name), name in fixed, _remembering(convert) if convert else None)
         for name, key, convert in zip(
             prepared.names, prepared.keys, prepared.converters, strict=True
         )
