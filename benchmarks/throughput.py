@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,12 +68,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mailconnect.compose import Mailbox, MessageInput, render
+from mailconnect.compose import Mailbox, MessageInput, dot_stuff_for_wire, render
 from mailconnect.config import load_config
 from mailconnect.findings import Severity, blocking
 from mailconnect.netguard import GuardPolicy
 from mailconnect.outbox import MessageState, Outbox, enqueue_many, run_worker
 from mailconnect.outbox.claim import Claimed, claim
+from mailconnect.outbox.groupcommit import GroupCommit
 from mailconnect.outbox.records import (
     AttemptRecord,
     Finished,
@@ -544,6 +547,116 @@ def smtp_floor(sink: Sink, count: int, sessions: int) -> Row:
     )
 
 
+def both_floor(sink: Sink, data_dir: Path, count: int, sessions: int) -> Row:
+    """The worker's two necessary parts together and nothing else, on SQLite: ``sessions``
+    sessions that each claim 50 messages, load them and, per window of DEFAULT_WINDOW, open the
+    attempts, send the messages with the SMTP floor's exchange (the stored content, dot-stuffed)
+    and store them as sent; the writes go through the worker's group commit, merged as the
+    worker's are. No judging of replies, no transcript, none of the worker's bookkeeping: the
+    distance from this row to the end-to-end one is what the worker's own machinery costs."""
+    url = f"sqlite:///{data_dir / 'both.db'}"
+    outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
+    executor = ThreadPoolExecutor(max_workers=6)
+    try:
+        tenant_id, connection_id = _filled(outbox, sink.port, count)
+        sink_before = sink.cpu()
+        cpu_before = _self_cpu()
+        start = time.perf_counter()
+        sent = asyncio.run(_both(outbox, executor, (tenant_id, connection_id), sink.port, sessions))
+        seconds = time.perf_counter() - start
+        client_cpu = _self_cpu() - cpu_before
+        server_cpu = sink.cpu() - sink_before
+    finally:
+        executor.shutdown(wait=True)
+        outbox.close()
+    if sent != count:
+        raise SystemExit(f"database work and SMTP together: {sent} of {count} messages")
+    return Row(
+        "floor: database work and SMTP, SQLite",
+        count,
+        seconds,
+        client_cpu,
+        server_cpu,
+        f"no worker machinery, {sessions} sessions",
+    )
+
+
+async def _both(
+    outbox: Outbox,
+    executor: ThreadPoolExecutor,
+    owner: tuple[uuid.UUID, uuid.UUID],
+    port: int,
+    sessions: int,
+) -> int:
+    tenant_id, connection_id = owner
+    group = GroupCommit(outbox, executor)
+    loop = asyncio.get_running_loop()
+
+    async def claimed_batch() -> tuple[list[Claimed], dict[uuid.UUID, Outgoing]]:
+        now = utcnow()
+        batch = await loop.run_in_executor(
+            executor,
+            functools.partial(
+                outbox.run,
+                claim,
+                tenant_id=tenant_id,
+                connection_id=connection_id,
+                owner="bench",
+                lease_until=now + timedelta(seconds=60),
+                limit=outbox.batch_size,
+                states=[MessageState.QUEUED],
+                now=now,
+            ),
+        )
+        ids = [claimed.id for claimed in batch]
+        read = functools.partial(outbox.read, load_outgoing_many, tenant_id, ids)
+        return batch, (await loop.run_in_executor(executor, read) if batch else {})
+
+    async def session() -> int:
+        transport, client = await loop.create_connection(_ReplyCounter, HOST, port)
+        await client.expect(1)
+        transport.write(b"EHLO bench.acme.example\r\n")
+        await client.expect(1)
+        sent = 0
+        while True:
+            batch, loaded = await claimed_batch()
+            if not batch:
+                break
+            for first in range(0, len(batch), DEFAULT_WINDOW):
+                window = batch[first : first + DEFAULT_WINDOW]
+                started = utcnow()
+                server = f"{HOST}:{port}"
+                opened = await group.write_merged(
+                    open_attempts_many,
+                    [Opening(c, c.attempt_count + 1, "bench", started, server) for c in window],
+                )
+                done: list[Finished] = []
+                for claimed, attempt_id in zip(window, opened, strict=True):
+                    assert attempt_id is not None
+                    outgoing = loaded[claimed.id]
+                    recipients = [address for _, address, _ in outgoing.recipients]
+                    envelope = f"MAIL FROM:<{outgoing.envelope_from}> SIZE={outgoing.size}\r\n"
+                    envelope += "".join(f"RCPT TO:<{address}>\r\n" for address in recipients)
+                    transport.write(f"{envelope}DATA\r\n".encode())
+                    await client.expect(2 + len(recipients))
+                    transport.write(dot_stuff_for_wire(outgoing.content))
+                    await client.expect(1)
+                    done.append(_as_sent(claimed, attempt_id, outgoing, started))
+                await group.write_merged(_finish_all, [done])
+                sent += len(done)
+        transport.write(b"QUIT\r\n")
+        await client.expect(1)
+        transport.close()
+        return sent
+
+    return sum(await asyncio.gather(*(session() for _ in range(sessions))))
+
+
+def _finish_all(session: Session, windows: list[list[Finished]]) -> list[None]:
+    finish_many(session, [item for window in windows for item in window], utcnow())
+    return [None] * len(windows)
+
+
 def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
     """The worker's database work for ``count`` messages without SMTP, in one thread: claim 50,
     load them, open the attempts of each window of DEFAULT_WINDOW, then store them as sent (the
@@ -829,6 +942,8 @@ def main() -> None:
                     "SQLite", f"sqlite:///{base / 'floor' / 'm.db'}", base / "floor", args.messages
                 )
             )
+            (base / "both").mkdir()
+            results.rows.append(both_floor(sink, base / "both", args.messages, args.sessions))
             if not args.no_postgres:
                 with postgres_database() as postgres:
                     if postgres is not None:
