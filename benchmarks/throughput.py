@@ -103,6 +103,8 @@ POSTGRES_URL = os.environ.get(
 )
 TICK = os.sysconf("SC_CLK_TCK")
 CHUNK = 1_000  # messages per enqueue_many when the enqueue runs beside the worker
+SIDE_BY_SIDE_LIMIT = 600.0  # seconds for every message to end sent when enqueued beside it
+STOP_SECONDS = 30.0  # for a worker told to stop (SIGTERM) before it is killed
 WORKER_COMMAND = "import typer; from mailconnect.cli.worker import worker; typer.run(worker)"
 
 
@@ -359,6 +361,28 @@ def _filled(outbox: Outbox, port: int, count: int) -> tuple[uuid.UUID, uuid.UUID
     return tenant_id, connection_id
 
 
+def _states(outbox: Outbox) -> dict[str, int]:
+    with outbox.reading() as session:
+        query = select(Message.state, func.count()).group_by(Message.state)
+        return {str(state): int(n) for state, n in session.execute(query)}
+
+
+def _reaped(child: subprocess.Popen[bytes], seconds: float) -> resource.struct_rusage:
+    """Wait for a child told to stop, its CPU times; killed if it has not exited in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        if time.monotonic() > deadline:
+            child.kill()
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return usage
+        time.sleep(0.05)
+
+
 def _sent(outbox: Outbox) -> int:
     with outbox.reading() as session:
         query = select(func.count()).select_from(Message).where(Message.state == MessageState.SENT)
@@ -444,15 +468,21 @@ def side_by_side(
                 with out_file.open("wb") as stdout, err_file.open("wb") as stderr:
                     child = subprocess.Popen(command, env=environment, stdout=stdout, stderr=stderr)
         assert child is not None
+        deadline = time.monotonic() + SIDE_BY_SIDE_LIMIT
+        # A count every 0.1 s: its CPU is in the client column (and PostgreSQL's in the
+        # server's), about 150 small queries in a run; the clock reads 0.1 s late at most.
         while _sent(outbox) < count:
             if child.poll() is not None:
                 raise SystemExit(f"the worker command stopped: {err_file.read_text()}")
-            time.sleep(0.02)
+            if time.monotonic() > deadline:  # a message that did not end sent: the worker waits
+                raise SystemExit(
+                    f"{database}, side by side: not all sent in time ({_states(outbox)})"
+                )
+            time.sleep(0.1)
         seconds = time.perf_counter() - start
         client_cpu = _self_cpu() - cpu_before
         child.terminate()  # SIGTERM: a graceful stop
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        usage = _reaped(child, STOP_SECONDS)
         if url_given:
             time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
         server_cpu = sink.cpu() + (_postgres_cpu() if url_given else 0.0) - server_before
@@ -483,6 +513,7 @@ class _ReplyCounter(asyncio.Protocol):
         self.buffer = b""
         self.replies = 0
         self.wanted = 0
+        self.refusals: list[bytes] = []
         self.waiter: asyncio.Future[None] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -491,6 +522,8 @@ class _ReplyCounter(asyncio.Protocol):
             line, _, self.buffer = self.buffer.partition(b"\r\n")
             if line[3:4] != b"-":
                 self.replies += 1
+                if line[:1] in (b"4", b"5"):  # the floors expect every command to succeed
+                    self.refusals.append(line)
         if self.waiter is not None and self.replies >= self.wanted and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -503,6 +536,8 @@ class _ReplyCounter(asyncio.Protocol):
         if self.replies < self.wanted:
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
+        if self.refusals:
+            raise RuntimeError(f"the sink refused: {self.refusals[0]!r}")
 
 
 async def _bare_session(port: int, messages: list[tuple[int, bytes]]) -> None:
@@ -566,11 +601,14 @@ def both_floor(sink: Sink, data_dir: Path, count: int, sessions: int) -> Row:
         seconds = time.perf_counter() - start
         client_cpu = _self_cpu() - cpu_before
         server_cpu = sink.cpu() - sink_before
+        stored = _sent(outbox)
     finally:
         executor.shutdown(wait=True)
         outbox.close()
-    if sent != count:
-        raise SystemExit(f"database work and SMTP together: {sent} of {count} messages")
+    if sent != count or stored != count:
+        raise SystemExit(
+            f"database work and SMTP together: {sent} of {count} messages sent, {stored} stored"
+        )
     return Row(
         "floor: database work and SMTP, SQLite",
         count,
