@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import platform
@@ -631,24 +630,16 @@ async def _both(
     loop = asyncio.get_running_loop()
 
     async def claimed_batch() -> tuple[list[Claimed], dict[uuid.UUID, Outgoing]]:
-        now = utcnow()
         batch = await loop.run_in_executor(
-            executor,
-            functools.partial(
-                outbox.run,
-                claim,
-                tenant_id=tenant_id,
-                connection_id=connection_id,
-                owner="bench",
-                lease_until=now + timedelta(seconds=60),
-                limit=outbox.batch_size,
-                states=[MessageState.QUEUED],
-                now=now,
-            ),
+            executor, outbox.run, _claim_batch, tenant_id, connection_id, outbox.batch_size
         )
+        if not batch:
+            return batch, {}
         ids = [claimed.id for claimed in batch]
-        read = functools.partial(outbox.read, load_outgoing_many, tenant_id, ids)
-        return batch, (await loop.run_in_executor(executor, read) if batch else {})
+        loaded = await loop.run_in_executor(
+            executor, outbox.read, load_outgoing_many, tenant_id, ids
+        )
+        return batch, loaded
 
     async def session() -> int:
         transport, client = await loop.create_connection(_ReplyCounter, HOST, port)
@@ -690,6 +681,23 @@ async def _both(
     return sum(await asyncio.gather(*(session() for _ in range(sessions))))
 
 
+def _claim_batch(
+    session: Session, tenant_id: uuid.UUID, connection_id: uuid.UUID, limit: int
+) -> list[Claimed]:
+    """A batch of the floors' queued messages, leased to "bench" for a minute."""
+    now = utcnow()
+    return claim(
+        session,
+        tenant_id=tenant_id,
+        connection_id=connection_id,
+        owner="bench",
+        lease_until=now + timedelta(seconds=60),
+        limit=limit,
+        states=[MessageState.QUEUED],
+        now=now,
+    )
+
+
 def _finish_all(session: Session, windows: list[list[Finished]]) -> list[None]:
     finish_many(session, [item for window in windows for item in window], utcnow())
     return [None] * len(windows)
@@ -710,16 +718,7 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
         done = 0
         while True:
             now = utcnow()
-            batch = outbox.run(
-                claim,
-                tenant_id=tenant_id,
-                connection_id=connection_id,
-                owner="bench",
-                lease_until=now + timedelta(seconds=60),
-                limit=outbox.batch_size,
-                states=[MessageState.QUEUED],
-                now=now,
-            )
+            batch = outbox.run(_claim_batch, tenant_id, connection_id, outbox.batch_size)
             if not batch:
                 break
             with outbox.reading() as session:
