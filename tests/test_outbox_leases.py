@@ -9,6 +9,7 @@ attempt. Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -35,7 +36,6 @@ from mailconnect.outbox.records import (
     discard_attempts,
     finish_many,
     load_outgoing_many,
-    open_attempts,
     open_attempts_many,
 )
 from mailconnect.store import (
@@ -85,16 +85,20 @@ def _expire_leases(env: OutboxEnv) -> None:
         )
 
 
-def _open(env: OutboxEnv, claimed: Claimed, owner: str) -> uuid.UUID | None:
+def _open_window(
+    env: OutboxEnv, window: Sequence[Claimed], owner: str
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Open the attempts of a window of messages in one transaction, as the worker does:
+    message id -> attempt id, for those opened."""
+    now = utcnow()
+    openings = [Opening(c, c.attempt_count + 1, owner, now, "127.0.0.1:25") for c in window]
     with env.outbox.transaction() as session:
-        opened = open_attempts(
-            session,
-            [(claimed, claimed.attempt_count + 1)],
-            owner=owner,
-            started_at=utcnow(),
-            server_address="127.0.0.1:25",
-        )
-    return opened.get(claimed.id)
+        opened = open_attempts_many(session, openings)
+    return {c.id: attempt for c, attempt in zip(window, opened, strict=True) if attempt}
+
+
+def _open(env: OutboxEnv, claimed: Claimed, owner: str) -> uuid.UUID | None:
+    return _open_window(env, [claimed], owner).get(claimed.id)
 
 
 def _finish(
@@ -218,14 +222,7 @@ def test_a_window_of_attempts_opens_only_where_the_lease_is_held_and_can_be_disc
     claimed = _claim(outbox_env, connection, "w")
     with outbox_env.outbox.transaction() as session:  # another worker took the third meanwhile
         session.execute(update(Message).where(Message.id == ids[2]).values(lease_owner="other"))
-    with outbox_env.outbox.transaction() as session:
-        opened = open_attempts(
-            session,
-            [(c, c.attempt_count + 1) for c in claimed],
-            owner="w",
-            started_at=utcnow(),
-            server_address="127.0.0.1:25",
-        )
+    opened = _open_window(outbox_env, claimed, "w")
     assert set(opened) == set(ids[:2])
     with outbox_env.outbox.transaction() as session:
         discard_attempts(session, [(claimed[1], opened[ids[1]])], "w")
@@ -278,14 +275,7 @@ def test_a_lease_that_ran_out_opens_no_attempt_and_the_message_goes_back(
             .where(Message.id == lagging.id)
             .values(lease_until=utcnow() - timedelta(seconds=1))
         )
-    with outbox_env.outbox.transaction() as session:
-        opened = open_attempts(
-            session,
-            [(c, c.attempt_count + 1) for c in (lagging, fresh)],
-            owner="w",
-            started_at=utcnow(),
-            server_address="127.0.0.1:25",
-        )
+    opened = _open_window(outbox_env, [lagging, fresh], "w")
     assert set(opened) == {fresh.id}
     view = outbox_env.view(lagging.id)
     assert (view.state, view.attempts) == (MessageState.QUEUED, ())

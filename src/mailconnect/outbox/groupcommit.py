@@ -134,17 +134,19 @@ def _call_one(session: Session, write: _Write) -> Any:
 
 
 def _call_all(session: Session, group: list[_Write]) -> list[tuple[bool, Any]]:
-    outcomes: dict[int, tuple[bool, Any]] = {}
-    for index, write in enumerate(group):
-        if index in outcomes:
-            continue
+    merged: dict[Callable[..., Any], list[_Write]] = {}
+    for write in group:
+        if write.merged:
+            merged.setdefault(write.fn, []).append(write)
+    results: dict[int, Any] = {}
+    for write in group:
         if not write.merged:
-            outcomes[index] = (True, write.fn(session, *write.args, **write.kwargs))
-            continue
-        same = [i for i in range(index, len(group)) if group[i].merged and group[i].fn is write.fn]
-        for i, result in zip(same, _call_merged(session, [group[i] for i in same]), strict=True):
-            outcomes[i] = (True, result)
-    return [outcomes[index] for index in range(len(group))]
+            results[id(write)] = write.fn(session, *write.args, **write.kwargs)
+        elif merged[write.fn][0] is write:  # the first of its function: run them all here
+            same = merged[write.fn]
+            for each, result in zip(same, _call_merged(session, same), strict=True):
+                results[id(each)] = result
+    return [(True, results[id(write)]) for write in group]
 
 
 def _call_merged(session: Session, writes: list[_Write]) -> list[list[Any]]:

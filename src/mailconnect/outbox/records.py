@@ -18,7 +18,7 @@ A message refused before any command gets only the second (its attempt row is in
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,7 +52,6 @@ __all__ = [
     "finish_many",
     "hold_connection",
     "load_outgoing_many",
-    "open_attempts",
     "open_attempts_many",
 ]
 
@@ -238,21 +237,6 @@ class Opening:
     server_address: str | None
 
 
-def open_attempts(
-    session: Session,
-    messages: Sequence[tuple[Claimed, int]],
-    *,
-    owner: str,
-    started_at: datetime,
-    server_address: str | None,
-) -> dict[uuid.UUID, uuid.UUID]:
-    """:func:`open_attempts_many` for messages (claimed, attempt number) of one worker, started
-    together: message id -> attempt id for those whose attempt was opened."""
-    openings = [Opening(c, number, owner, started_at, server_address) for c, number in messages]
-    opened = open_attempts_many(session, openings)
-    return {c.id: attempt for (c, _), attempt in zip(messages, opened, strict=True) if attempt}
-
-
 def open_attempts_many(session: Session, openings: Sequence[Opening]) -> list[uuid.UUID | None]:
     """Record that the messages are about to be sent, in one statement: an attempt row without
     outcome each, inserted only if its worker still holds the message's lease, which must not
@@ -277,7 +261,7 @@ def open_attempts_many(session: Session, openings: Sequence[Opening]) -> list[uu
         for opening, attempt_id in zip(openings, ids, strict=True)
     ]
     # Usually every lease is held and every row inserted; only when not is a read needed.
-    if execute_many(session, _OPEN_ATTEMPT, rows) == len(rows):
+    if execute_many(session, _OPEN_ATTEMPT, sorted(rows, key=_by_message)) == len(rows):
         return list(ids)
     written = set(session.scalars(select(_attempts.c.id).where(_attempts.c.id.in_(ids))))
     refused: dict[str, list[uuid.UUID]] = {}
@@ -405,6 +389,13 @@ def _settle_row(item: Finished, now: datetime) -> dict[str, object]:
     }
 
 
+def _by_message(row: Mapping[str, Any]) -> uuid.UUID:
+    """Rows in message-id order: PostgreSQL then locks the message rows of a merged group in
+    the same order as every other group (no deadlock between them to retry)."""
+    message_id: uuid.UUID = row["b_id"]
+    return message_id
+
+
 def _settle_where_held(
     session: Session, done: Sequence[Finished], rows: Sequence[dict[str, object]]
 ) -> set[uuid.UUID]:
@@ -417,6 +408,8 @@ def _settle_where_held(
     groups: dict[bool, list[dict[str, object]]] = {False: [], True: []}  # rescheduled or not
     for row in rows:
         groups[row["b_next"] is not None].append(row)
+    for group in groups.values():
+        group.sort(key=_by_message)
     matched = [
         matched_many(session, _SETTLING_MATCHED[reschedule], group)
         for reschedule, group in groups.items()

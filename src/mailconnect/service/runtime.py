@@ -108,8 +108,6 @@ class Runtime:
     webhook_guard: GuardPolicy
     tls: TlsPolicy
     resolver: Resolver | None
-    sessions: sessionmaker[Session]
-    reader: sessionmaker[Session]
     keys: KeyCache
     limiter: RateLimiter
     metrics: Metrics
@@ -130,14 +128,21 @@ class Runtime:
     def keyring(self) -> Keyring:
         return self.outbox.keyring
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.outbox.sessions
+
+    @property
+    def reader(self) -> sessionmaker[Session]:
+        """Read-only sessions (on SQLite, no write lock)."""
+        return self.outbox.readers
+
     @classmethod
     def open(cls, settings: ServiceSettings) -> Runtime:
         """Open the database and keyring and check the stored secrets (StartupRefused)."""
         outbox = Outbox.open(settings)
         try:
-            sessions = outbox.sessions
-            reader = outbox.readers
-            with reader() as session:
+            with outbox.readers() as session:
                 _refuse_missing_keys(audit_all_secrets(session, outbox.keyring))
             token, created = load_operator_token(
                 settings.operator_token.get_secret_value() if settings.operator_token else None,
@@ -155,11 +160,9 @@ class Runtime:
                 webhook_guard=settings.webhook_policy(),
                 tls=settings.tls_policy(),
                 resolver=resolver,
-                sessions=sessions,
-                reader=reader,
                 keys=KeyCache(settings.key_cache_seconds),
                 limiter=RateLimiter(outbox, settings.test_rate_per_minute),
-                metrics=Metrics(reader),
+                metrics=Metrics(outbox.readers),
                 worker_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
             )
         except BaseException:
