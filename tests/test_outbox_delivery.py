@@ -120,6 +120,20 @@ async def test_one_session_carries_a_batch_over_starttls_and_auth(outbox_env: Ou
         assert leased.all() == []
 
 
+def _patient(env: OutboxEnv) -> OutboxEnv:
+    """The env with retries a minute away: a run cannot retry a deferred message already, and
+    the test makes it due by hand (no sleep whose margin a slow machine could eat)."""
+    retry = dataclasses.replace(env.outbox.retry, first_delay=60, max_delay=60)
+    return dataclasses.replace(env, outbox=dataclasses.replace(env.outbox, retry=retry))
+
+
+def _due_now(env: OutboxEnv, message_id: uuid.UUID) -> None:
+    with env.outbox.transaction() as session:
+        session.execute(
+            update(Message).where(Message.id == message_id).values(next_attempt_at=utcnow())
+        )
+
+
 @pytest.mark.usefixtures("pipelining")
 async def test_a_4xx_defers_with_backoff_then_succeeds(sqlite_env: OutboxEnv) -> None:
     def behaviour(call: Call) -> str | None:
@@ -127,6 +141,7 @@ async def test_a_4xx_defers_with_backoff_then_succeeds(sqlite_env: OutboxEnv) ->
             return "451 4.3.0 Temporary local problem, try again"
         return None
 
+    sqlite_env = _patient(sqlite_env)
     async with raw_server(behaviour) as server:
         sqlite_env.connection(server.port)
         (message,) = _enqueue(sqlite_env)
@@ -138,7 +153,7 @@ async def test_a_4xx_defers_with_backoff_then_succeeds(sqlite_env: OutboxEnv) ->
         assert deferred.next_attempt_at is not None
         assert deferred.recipients[0].state is RecipientState.DEFERRED
         assert (await sqlite_env.run()).attempted == 0  # not due yet
-        await asyncio.sleep(0.08)
+        _due_now(sqlite_env, message)
         await sqlite_env.run()
     sent = sqlite_env.view(message)
     assert sent.state is MessageState.SENT
@@ -208,12 +223,7 @@ async def test_421_in_the_middle_of_a_session(sqlite_env: OutboxEnv) -> None:
             return "421 4.3.2 Service shutting down, closing transmission channel"
         return None
 
-    # The deferred message waits a minute, so that this run cannot retry it already; it is
-    # made due by hand for the second run (no sleep whose margin a slow machine could eat).
-    retry = dataclasses.replace(sqlite_env.outbox.retry, first_delay=60, max_delay=60)
-    sqlite_env = dataclasses.replace(
-        sqlite_env, outbox=dataclasses.replace(sqlite_env.outbox, retry=retry)
-    )
+    sqlite_env = _patient(sqlite_env)
     async with raw_server(behaviour) as server:
         sqlite_env.connection(server.port)
         ids = _enqueue(sqlite_env, count=5)
@@ -228,10 +238,7 @@ async def test_421_in_the_middle_of_a_session(sqlite_env: OutboxEnv) -> None:
         assert states == [MessageState.SENT] * 2 + [MessageState.DEFERRED] + [MessageState.SENT] * 2
         assert [len(sqlite_env.view(i).attempts) for i in ids] == [1] * 5
         assert "421 4.3.2" in (sqlite_env.view(ids[2]).state_reason or "")
-        with sqlite_env.outbox.transaction() as session:
-            session.execute(
-                update(Message).where(Message.id == ids[2]).values(next_attempt_at=utcnow())
-            )
+        _due_now(sqlite_env, ids[2])
         await sqlite_env.run(concurrency=1)
     assert all(sqlite_env.view(i).state is MessageState.SENT for i in ids)
     assert server.sessions == 3

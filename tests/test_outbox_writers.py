@@ -139,6 +139,7 @@ def test_two_outboxes_on_one_file_share_the_turn_of_a_thread(sqlite_env: OutboxE
         done.set()
 
     try:
+        assert box._writer_turn(other.engine) is box._writer_turn(sqlite_env.outbox.engine)
         worker = threading.Thread(target=nested, daemon=True)
         worker.start()
         worker.join(10)

@@ -7,8 +7,14 @@ import uuid
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from sqlalchemy import select
+from tests.support.sinks import OutboxEnv, outbox_env
 
+from mailconnect.outbox import enqueue_many
+from mailconnect.store import Attempt
 from mailconnect.store.ids import id_at, new_id
+
+__all__ = ["outbox_env"]
 
 _MILLIS = st.integers(min_value=0, max_value=(1 << 48) - 1)
 _RANDOM = st.binary(min_size=10, max_size=10)
@@ -60,3 +66,17 @@ def test_new_ids_are_unique_and_grow_from_one_millisecond_to_the_next() -> None:
 def test_the_random_part_must_be_ten_bytes() -> None:
     with pytest.raises(ValueError, match="10 random bytes"):
         id_at(0, b"short")
+
+
+async def test_stored_rows_get_version_7_ids(outbox_env: OutboxEnv) -> None:
+    """The tenant, the connection, the message and its attempt all get ids from new_id."""
+    env = outbox_env
+    connection = env.connection(9)  # nothing listens on port 9 of 127.0.0.1: one failed try
+    (enqueued,) = enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=[env.message()])
+    await env.run()
+    with env.outbox.reading() as session:
+        attempts = session.scalars(select(Attempt.id).where(Attempt.message_id == enqueued.id))
+        attempt_ids = list(attempts)
+    assert attempt_ids
+    ids = [env.tenant_id, connection, enqueued.id, *attempt_ids]
+    assert [made.version for made in ids] == [7] * len(ids)
