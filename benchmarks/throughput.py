@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--messages 20000] [--sessions 20]
                                               [--memory-sessions 50] [--processes 2]
-                                              [--no-postgres]
+                                              [--large-messages 200] [--no-postgres]
 
 The receiver is Postfix's ``smtp-sink`` (C, no TLS, no AUTH), started here on a free loopback
 port. Every case sends ``--messages`` messages of about 2 KB to it; one run, one table:
@@ -14,6 +14,9 @@ mailconnect     end to end: ``enqueue_many`` of N messages (one durable transact
                 on SQLite with ``synchronous=FULL``), then ``run_worker(once=True)`` with SESSIONS
                 sessions until every message is sent and marked ``sent`` (checked with a count).
                 On SQLite, and on PostgreSQL in a fresh database (127.0.0.1:5432, dropped after).
+large           the same end to end on SQLite with ``--large-messages`` messages of 1 MB (a
+                CV or an offer letter attached): not comparable with the anchor's 2 KB, no
+                verdict; what it shows is the cost of a big message row in delivery.
 floors          where the time of the end-to-end rows goes: the same SMTP exchange with nothing
                 else (asyncio, prebuilt messages, no database, transcript or judgement), and
                 the worker's database work with no SMTP (its own claim, load, open and store
@@ -95,6 +98,7 @@ from mailconnect.store.types import utcnow
 HOST = "127.0.0.1"
 SENDER = "bench@acme.example"
 SIZE = 2048
+LARGE = 1_000_000  # octets: the large-message row (a CV or an offer letter attached)
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 POSTGRES_URL = os.environ.get(
@@ -318,11 +322,11 @@ def baseline(sink: Sink, count: int) -> Row:
     )
 
 
-def _text_for_size() -> str:
-    """A text body that makes the rendered message about SIZE octets."""
+def _text_for_size(size: int = SIZE) -> str:
+    """A text body that makes the rendered message about ``size`` octets."""
     probe = render(_message(0, ""), domain_for_id="acme.example")
     paragraph = "Thank you for your application; we will be in touch within two weeks. "
-    return (paragraph * (SIZE // len(paragraph) + 1))[: max(SIZE - probe.size - 2, 0)]
+    return (paragraph * (size // len(paragraph) + 1))[: max(size - probe.size - 2, 0)]
 
 
 def _message(index: int, text: str) -> MessageInput:
@@ -389,14 +393,22 @@ def _sent(outbox: Outbox) -> int:
 
 
 def end_to_end(
-    sink: Sink, database: str, url: str, data_dir: Path, count: int, sessions: int
+    sink: Sink,
+    database: str,
+    url: str,
+    data_dir: Path,
+    count: int,
+    sessions: int,
+    size: int = SIZE,
 ) -> tuple[Row, float]:
+    """Enqueue ``count`` messages of about ``size`` octets, then deliver them; the row and the
+    enqueue's rate."""
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
         tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = _text_for_size()
+        text = _text_for_size(size)
         messages = [_message(index, text) for index in range(count)]
-        size = render(messages[0], domain_for_id="acme.example").size
+        rendered = render(messages[0], domain_for_id="acme.example").size
         postgres = database == "PostgreSQL"
         server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
         cpu_before = _self_cpu()
@@ -415,9 +427,12 @@ def end_to_end(
     if sent != count or stats.sent != count:
         raise SystemExit(f"{database}: {sent} of {count} messages marked sent ({stats.as_dict()})")
     delivery = seconds - (enqueued - start)
-    note = f"{size} B; delivery alone {count / delivery:,.0f}/s"
+    case = f"mailconnect, {database}, {sessions} sessions"
+    if size != SIZE:  # (not comparable with the anchor's messages: no verdict for it)
+        case = f"messages of {size / 1e6:g} MB: mailconnect, {database}, {sessions} sessions"
+    note = f"{rendered} B; delivery alone {count / delivery:,.0f}/s"
     row = Row(
-        f"mailconnect, {database}, {sessions} sessions",
+        case,
         count,
         seconds,
         client_cpu,
@@ -952,6 +967,12 @@ def main() -> None:
     parser.add_argument("--memory-sessions", type=int, default=50, help="sessions: memory run")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
+        "--large-messages",
+        type=int,
+        default=200,
+        help=f"messages of {LARGE / 1e6:g} MB for the large-message row, SQLite (0: none)",
+    )
+    parser.add_argument(
         "--processes", type=int, default=2, help="worker processes for the scale-out rows (0: none)"
     )
     args = parser.parse_args()
@@ -981,6 +1002,12 @@ def main() -> None:
             )
             (base / "both").mkdir()
             results.rows.append(both_floor(sink, base / "both", args.messages, args.sessions))
+            if args.large_messages > 0:
+                url = f"sqlite:///{base / 'large' / 'mailconnect.db'}"
+                row, _ = end_to_end(
+                    sink, "SQLite", url, base / "large", args.large_messages, args.sessions, LARGE
+                )
+                results.rows.append(row)
             if not args.no_postgres:
                 with postgres_database() as postgres:
                     if postgres is not None:

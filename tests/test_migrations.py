@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import CheckConstraint, Engine, Enum, inspect, text
+from sqlalchemy import CheckConstraint, Connection, Engine, Enum, inspect, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mailconnect.cli import db as db_cli
 from mailconnect.errors import ConfigurationError
+from mailconnect.settings import ConnectionSettings
 from mailconnect.store import (
     Base,
+    create_connection,
     create_engine,
+    create_tenant,
     downgrade,
     head_revision,
     open_database,
@@ -33,6 +38,7 @@ TABLES = {
     "mailconnect_connections",
     "mailconnect_connection_secrets",
     "mailconnect_messages",
+    "mailconnect_message_contents",
     "mailconnect_message_recipients",
     "mailconnect_attempts",
     "mailconnect_rate_events",
@@ -111,6 +117,58 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_to_base_drops_everything(engine:
     assert _tables(engine) <= {VERSION_TABLE}
     upgrade(engine)
     assert pending_model_changes(engine) == []
+
+
+def _message_at_0003(
+    connection: Connection, ids: tuple[uuid.UUID, uuid.UUID], content: bytes
+) -> None:
+    """A message row as revision 0003 has it, its content inside (the models no longer do)."""
+    sqlite = connection.dialect.name == "sqlite"
+    tenant_id, connection_id = (value.hex if sqlite else str(value) for value in ids)
+    message_id = uuid.uuid4()
+    connection.execute(
+        text(
+            "INSERT INTO mailconnect_messages (id, tenant_id, connection_id, message_id_header,"
+            " envelope_from, content, size_bytes, smtputf8, state, attempt_count, created_at,"
+            " updated_at) VALUES (:id, :tenant, :connection, '<m@acme.example>',"
+            " 'jobs@acme.example', :content, :size, false, 'queued', 0, :now, :now)"
+        ),
+        {
+            "id": message_id.hex if sqlite else str(message_id),
+            "tenant": tenant_id,
+            "connection": connection_id,
+            "content": content,
+            "size": len(content),
+            "now": "2026-11-27 12:00:00",
+        },
+    )
+
+
+def test_0004_moves_the_contents_out_of_the_message_rows_and_back(engine: Engine) -> None:
+    upgrade(engine, "0003")
+    with Session(engine) as session, session.begin():
+        tenant = create_tenant(session, external_id="acme", name="Acme")
+        settings = ConnectionSettings.parse(
+            host="smtp.acme.example", port=587, security="starttls", auth="none"
+        )
+        ids = (tenant.id, create_connection(session, tenant.id, name="jobs", settings=settings).id)
+    small, large = b"Subject: one\r\n\r\nbody\r\n", bytes(range(256)) * 40  # (overflows)
+    with engine.begin() as connection:
+        _message_at_0003(connection, ids, small)
+        _message_at_0003(connection, ids, large)
+    upgrade(engine)
+    assert "content" not in {c["name"] for c in inspect(engine).get_columns("mailconnect_messages")}
+    query = (
+        "SELECT c.content FROM mailconnect_message_contents c JOIN mailconnect_messages m"
+        " ON m.id = c.message_id AND m.tenant_id = c.tenant_id ORDER BY m.size_bytes"
+    )
+    with engine.connect() as connection:
+        assert [bytes(v) for v in connection.execute(text(query)).scalars()] == [small, large]
+    downgrade(engine, "0003")
+    assert "mailconnect_message_contents" not in _tables(engine)
+    query = "SELECT content FROM mailconnect_messages ORDER BY size_bytes"
+    with engine.connect() as connection:
+        assert [bytes(v) for v in connection.execute(text(query)).scalars()] == [small, large]
 
 
 def test_open_database_upgrades_on_start(database_url: str) -> None:

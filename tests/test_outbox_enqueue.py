@@ -36,6 +36,7 @@ from mailconnect.store import (
     ConnectionStatus,
     Limits,
     Message,
+    MessageContent,
     MessageRecipient,
     create_tenant,
     get_connection,
@@ -80,9 +81,10 @@ def test_enqueue_stores_the_rendered_message_durably(outbox_env: OutboxEnv) -> N
     assert view.next_attempt_at is not None
     assert view.next_attempt_at <= utcnow()
     with outbox_env.outbox.reading() as session:
-        content = session.scalar(select(Message.content).where(Message.id == result.id))
+        content = session.get(MessageContent, result.id)
     assert content is not None
-    assert f"Message-ID: {result.message_id}".encode() in content
+    assert content.tenant_id == outbox_env.tenant_id
+    assert f"Message-ID: {result.message_id}".encode() in content.content
     # by RFC Message-ID too
     same = get_message(outbox_env.outbox, outbox_env.tenant_id, result.message_id)
     assert same.id == result.id

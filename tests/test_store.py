@@ -26,6 +26,7 @@ from mailconnect.store import (
     ConnectionStatus,
     Limits,
     Message,
+    MessageContent,
     MessageRecipient,
     MessageState,
     NotFound,
@@ -205,7 +206,6 @@ def _message(tenant_id: uuid.UUID, connection_id: uuid.UUID, key: str | None) ->
         idempotency_key=key,
         message_id_header=f"<{uuid.uuid4()}@acme.example>",
         envelope_from="jobs@acme.example",
-        content=b"Subject: hi\r\n\r\nhello\r\n",
         size_bytes=24,
     )
 
@@ -424,12 +424,14 @@ def test_deleting_a_tenant_removes_all_its_rows(session: Session, keyring: Keyri
         message = _message(tenant.id, connection.id, "k")
         message.recipients = [MessageRecipient(position=0, address="a@example.org")]
         session.add(message)
+        session.flush()
+        session.add(MessageContent(message_id=message.id, tenant_id=tenant.id, content=b"x"))
     session.commit()
 
     delete_tenant(session, acme.id)
     session.commit()
     session.expunge_all()
-    for model in (Tenant, ConnectionSecret, Message, MessageRecipient):
+    for model in (Tenant, ConnectionSecret, Message, MessageContent, MessageRecipient):
         assert len(session.scalars(select(model)).all()) == 1
 
 

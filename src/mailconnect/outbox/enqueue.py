@@ -66,7 +66,7 @@ from mailconnect.outbox.wakeup import CHANNEL, wake_local
 from mailconnect.store.bulk import insert_many
 from mailconnect.store.connections import list_connections, require_connection
 from mailconnect.store.ids import new_id
-from mailconnect.store.models import Connection, Message, MessageRecipient
+from mailconnect.store.models import Connection, Message, MessageContent, MessageRecipient
 from mailconnect.store.states import ConnectionStatus, MessageState, RecipientState
 from mailconnect.store.tenants import require_tenant_id
 from mailconnect.store.types import utcnow
@@ -79,7 +79,10 @@ _PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _ANALYZE_FROM = 1000  # messages in one bulk call; see _analyze_if_never
 _NEVER_ANALYZED = """
 SELECT relname FROM pg_class
-WHERE oid IN (to_regclass('mailconnect_messages'), to_regclass('mailconnect_message_recipients'))
+WHERE oid IN (
+  to_regclass('mailconnect_messages'), to_regclass('mailconnect_message_recipients'),
+  to_regclass('mailconnect_message_contents')
+)
   AND reltuples < 0
 """
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
@@ -185,6 +188,7 @@ class _Planned:
     row: dict[str, Any] | None  # None: a repeat of an earlier item's key
     recipients: tuple[str, ...]
     key: str | None
+    content: bytes = b""  # the rendered message (none for a repeat)
 
 
 def _enqueue(
@@ -207,7 +211,7 @@ def _enqueue(
             if key is not None and key in first_with_key:
                 planned.append(_Planned(index, None, (), key))
                 continue
-            row, recipients = _prepare(outbox, chooser, item, default_connection, now, expires_at)
+            row, rendered = _prepare(outbox, chooser, item, default_connection, now, expires_at)
         except ConfigurationError as exc:
             if not many:
                 raise
@@ -220,7 +224,7 @@ def _enqueue(
         row["created_at"] = row["next_attempt_at"] = now + timedelta(microseconds=index)
         if key is not None:
             first_with_key[key] = index
-        planned.append(_Planned(index, row, recipients, key))
+        planned.append(_Planned(index, row, rendered.recipients, key, rendered.data))
     return _insert(session, tenant_id, planned, now)
 
 
@@ -243,7 +247,7 @@ def _prepare(
     default_connection: uuid.UUID | None,
     now: datetime,
     expires_at: datetime,
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+) -> tuple[dict[str, Any], Rendered]:
     connection_id = item.connection_id or default_connection
     if connection_id is not None:
         connection = chooser.by_id(connection_id)
@@ -260,7 +264,6 @@ def _prepare(
         "message_id_header": rendered.message_id,
         "envelope_from": rendered.envelope_from,
         "subject": _subject(item.message, rendered),
-        "content": rendered.data,
         "size_bytes": rendered.size,
         "smtputf8": rendered.smtputf8_needed,
         "state": MessageState.HELD if held else MessageState.QUEUED,
@@ -273,7 +276,7 @@ def _prepare(
         "created_at": now,
         "updated_at": now,
     }
-    return row, rendered.recipients
+    return row, rendered
 
 
 def _render(outbox: Outbox, item: EnqueueItem, connection: Connection) -> Rendered:
@@ -419,17 +422,23 @@ def _insert(
     existing = _existing(
         session, tenant_id, [r["idempotency_key"] for r in keyed if r["id"] not in created]
     )
+    stored = [(p.row, p) for p in planned if p.row is not None and p.row["id"] in created]
+    contents = [
+        {"message_id": row["id"], "tenant_id": tenant_id, "content": p.content}
+        for row, p in stored
+    ]
+    if contents:
+        insert_many(session, table_of(MessageContent), contents)
     recipients = [
         {
             "tenant_id": tenant_id,
-            "message_id": p.row["id"],
+            "message_id": row["id"],
             "position": position,
             "address": address,
             "state": RecipientState.PENDING,
             "updated_at": now,
         }
-        for p in planned
-        if p.row is not None and p.row["id"] in created
+        for row, p in stored
         for position, address in enumerate(p.recipients)
     ]
     if recipients:

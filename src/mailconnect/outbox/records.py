@@ -31,7 +31,7 @@ from mailconnect.outbox.limits import table_of
 from mailconnect.store.bulk import execute_many, matched_many
 from mailconnect.store.connections import set_connection_status
 from mailconnect.store.ids import new_id
-from mailconnect.store.models import Attempt, Message, MessageRecipient
+from mailconnect.store.models import Attempt, Message, MessageContent, MessageRecipient
 from mailconnect.store.states import (
     AttemptOutcome,
     ConnectionStatus,
@@ -62,6 +62,7 @@ _SENDING = MessageState.SENDING
 _messages = table_of(Message)
 _attempts = table_of(Attempt)
 _recipients = table_of(MessageRecipient)
+_contents = table_of(MessageContent)
 _HELD_BY_ME = (
     (_messages.c.id == bindparam("b_id"))
     & (_messages.c.lease_owner == bindparam("b_owner"))
@@ -91,15 +92,19 @@ _RECIPIENTS_OF = (
     )
     .order_by(_recipients.c.message_id, _recipients.c.position)
 )
-_CONTENT_OF = select(
-    _messages.c.id,
-    _messages.c.content,
-    _messages.c.envelope_from,
-    _messages.c.smtputf8,
-    _messages.c.size_bytes,
-).where(
-    _messages.c.tenant_id == bindparam("b_tenant"),
-    _messages.c.id.in_(bindparam("b_ids", expanding=True)),
+_CONTENT_OF = (
+    select(
+        _messages.c.id,
+        _contents.c.content,
+        _messages.c.envelope_from,
+        _messages.c.smtputf8,
+        _messages.c.size_bytes,
+    )
+    .join(_contents, _contents.c.message_id == _messages.c.id)
+    .where(
+        _messages.c.tenant_id == bindparam("b_tenant"),
+        _messages.c.id.in_(bindparam("b_ids", expanding=True)),
+    )
 )
 # The attempt row, only where this worker holds the message under a lease that has not run out
 # (recovery may already be taking an expired one): FOR SHARE (PostgreSQL) keeps recovery, whose

@@ -57,6 +57,7 @@ __all__ = [
     "Connection",
     "ConnectionSecret",
     "Message",
+    "MessageContent",
     "MessageRecipient",
     "RateEvent",
     "SessionLease",
@@ -219,7 +220,6 @@ class Message(Base):
     message_id_header: Mapped[str] = mapped_column(String(255))  # stable across retries
     envelope_from: Mapped[str] = mapped_column(String(_ADDRESS))
     subject: Mapped[str | None] = mapped_column(Text)  # for lists; the content holds the header
-    content: Mapped[bytes] = mapped_column(LargeBinary)  # the RFC 5322 message as sent
     size_bytes: Mapped[int] = mapped_column(Integer)
     # Needs the SMTPUTF8 extension: a non-ASCII address or header (decided when rendered).
     smtputf8: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -249,6 +249,29 @@ class Message(Base):
     attempts: Mapped[list[Attempt]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="Attempt.number"
     )
+
+
+class MessageContent(Base):
+    """The message as sent (RFC 5322 bytes), written once at enqueue and read once per attempt.
+
+    Apart from :class:`Message` because the message row is rewritten at every step of delivery
+    (claimed, settled) and read by every claim and lease check: with the content in it, SQLite
+    rewrote the whole record, overflow pages included, at each update, and read through them to
+    reach the columns after it (migration 0004).
+    """
+
+    __tablename__ = "mailconnect_message_contents"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "message_id"],
+            ["mailconnect_messages.tenant_id", "mailconnect_messages.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
+    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MessageRecipient(Base):
