@@ -1,6 +1,6 @@
-"""SQLite's one writer: the outbox's write transactions take turns on a lock, the threads of a
-process on an RLock and the processes on a file lock beside the database (instead of sleeping
-in SQLite's busy handler)."""
+"""SQLite's one writer: the transactions of the outbox's sessions take turns on a lock, the
+threads of a process on an RLock and the processes on a file lock beside the database (instead
+of sleeping in SQLite's busy handler)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,81 @@ def test_a_write_transaction_holds_the_file_lock_until_the_outermost_one_ends(
     assert not _taken_elsewhere(path)
     with outbox.reading():  # reading takes no turn
         assert not _taken_elsewhere(path)
+
+
+def test_every_transaction_of_the_outboxs_sessions_takes_the_turn(sqlite_env: OutboxEnv) -> None:
+    """The service and the CLI write through ``outbox.sessions`` directly, not through
+    ``Outbox.transaction``: their transactions take the turn all the same, from when they begin
+    (explicitly or at first use) until they end, committed or rolled back."""
+    outbox = sqlite_env.outbox
+    path = _lock_file(sqlite_env)
+    with outbox.sessions.begin() as session:
+        assert _taken_elsewhere(path)
+        create_tenant(session, external_id="begun", name="Begun")
+        with session.begin_nested():  # a savepoint: the same turn, not a second one
+            create_tenant(session, external_id="saved", name="Saved")
+        assert _taken_elsewhere(path)
+    assert not _taken_elsewhere(path)
+    with outbox.sessions() as session:
+        assert not _taken_elsewhere(path)  # nothing begun yet
+        session.scalar(select(Tenant.id).limit(1))  # begins at first use
+        assert _taken_elsewhere(path)
+        session.commit()
+        assert not _taken_elsewhere(path)
+        create_tenant(session, external_id="rolled", name="Rolled")  # begins again
+        assert _taken_elsewhere(path)
+        session.rollback()
+        assert not _taken_elsewhere(path)
+
+    def failing() -> None:
+        with outbox.sessions.begin() as session:
+            create_tenant(session, external_id="failed", name="Failed")
+            raise RuntimeError("the caller's error")
+
+    with pytest.raises(RuntimeError):
+        failing()
+    assert not _taken_elsewhere(path)
+    with outbox.readers.begin() as session:  # reading sessions take no turn
+        session.scalar(select(Tenant.id).limit(1))
+        assert not _taken_elsewhere(path)
+    with outbox.reading() as session:
+        names = set(session.scalars(select(Tenant.external_id)))
+    assert {"begun", "saved"} <= names
+    assert not {"rolled", "failed"} & names
+
+
+def test_a_turn_kept_too_long_by_another_thread_leaves_the_decision_to_sqlite(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that keeps the turn without writing (SQLite's lock is free) past the busy
+    timeout does not stall the others: they write under SQLite's own lock, and the turn is
+    still the first thread's to give back."""
+    monkeypatch.setattr(box, "BUSY_TIMEOUT_MS", 200)
+    outbox = sqlite_env.outbox
+    holding, release = threading.Event(), threading.Event()
+
+    def keep() -> None:
+        with outbox.transaction():  # begun, nothing written: the turn only
+            holding.set()
+            release.wait(10)
+
+    keeper = threading.Thread(target=keep, daemon=True)
+    keeper.start()
+    assert holding.wait(10)
+    try:
+        with outbox.transaction() as session:  # waits 0.2 s for the turn, then goes on
+            create_tenant(session, external_id="impatient", name="Impatient")
+        assert _taken_elsewhere(_lock_file(sqlite_env))  # still the keeper's
+    finally:
+        release.set()
+        keeper.join(10)
+    assert not keeper.is_alive()
+    assert not _taken_elsewhere(_lock_file(sqlite_env))
+    with outbox.transaction() as session:
+        create_tenant(session, external_id="after", name="After")
+        assert _taken_elsewhere(_lock_file(sqlite_env))
+    with outbox.reading() as session:
+        assert {"impatient", "after"} <= set(session.scalars(select(Tenant.external_id)))
 
 
 _CHILD = """

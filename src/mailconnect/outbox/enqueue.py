@@ -424,8 +424,7 @@ def _insert(
     )
     stored = [(p.row, p) for p in planned if p.row is not None and p.row["id"] in created]
     contents = [
-        {"message_id": row["id"], "tenant_id": tenant_id, "content": p.content}
-        for row, p in stored
+        {"message_id": row["id"], "tenant_id": tenant_id, "content": p.content} for row, p in stored
     ]
     if contents:
         insert_many(session, table_of(MessageContent), contents)
