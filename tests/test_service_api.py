@@ -180,6 +180,7 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(stack: Stack) -> No
         key = made.json()
         assert key["key"].startswith(key["prefix"] + "_")
         assert key["scopes"] == ["send"]
+        assert uuid.UUID(key["id"]).version == 7  # time-ordered, as every stored row's
         listed = client.get(f"/v1/tenants/{tenant.id}/keys").json()["data"]
         assert {k["id"] for k in listed} >= {key["id"]}
         assert all("key" not in k for k in listed)

@@ -120,6 +120,8 @@ def test_a_receiver_that_is_down_gets_retries_then_the_event(stack: Stack) -> No
             receiver.stop()
     assert delivered["last_status_code"] == 204
     assert delivered["history"][-1]["status_code"] == 204
+    # rows keyed by time-ordered ids, as every table is (new inserts go to the index's end)
+    assert uuid.UUID(hook["id"]).version == uuid.UUID(delivered["id"]).version == 7
     assert len(delivered["history"]) >= 3
     event = receiver.events("webhook.ping")[0]
     assert verify_signature(hook["secret"], event.headers[SIGNATURE_HEADER], event.body)

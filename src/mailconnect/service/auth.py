@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailconnect.errors import ConfigurationError
+from mailconnect.store.ids import new_id
 from mailconnect.store.service_models import ApiKey
 from mailconnect.store.types import utcnow
 
@@ -87,7 +88,7 @@ def make_key(session: Session, tenant_id: uuid.UUID, name: str, scopes: list[str
     prefix = f"mck_{secrets.token_hex(6)}"
     token = f"{prefix}_{secrets.token_urlsafe(32)}"
     row = ApiKey(
-        id=uuid.uuid4(),
+        id=new_id(),
         tenant_id=tenant_id,
         name=name,
         prefix=prefix,

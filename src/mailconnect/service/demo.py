@@ -62,6 +62,7 @@ from mailconnect.store import (
     store_secret,
     update_connection,
 )
+from mailconnect.store.ids import new_id
 from mailconnect.store.models import Connection
 from mailconnect.store.service_models import ApiKey, Webhook
 from mailconnect.store.types import utcnow
@@ -361,7 +362,7 @@ class Demo:
             for old in session.scalars(select(Webhook).where(Webhook.tenant_id == tenant_id)):
                 session.delete(old)
             session.flush()
-            webhook_id = uuid.uuid4()
+            webhook_id = new_id()
             session.add(
                 Webhook(
                     id=webhook_id,

@@ -58,6 +58,7 @@ from mailconnect.errors import ConfigurationError, SecretError
 from mailconnect.netguard import GuardPolicy, Resolver, TargetUnreachable, resolve_and_check
 from mailconnect.settings import parse_host
 from mailconnect.store import Connection, ConnectionStatus, Message, MessageState
+from mailconnect.store.ids import new_id
 from mailconnect.store.service_models import DeliveryState, Webhook, WebhookDelivery
 from mailconnect.store.types import utcnow
 
@@ -283,7 +284,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> int:
 def _delivery_row(webhook: Webhook, event_id: uuid.UUID, kind: str, payload: str) -> dict[str, Any]:
     now = utcnow()
     return {
-        "id": uuid.uuid4(),
+        "id": new_id(),
         "tenant_id": webhook.tenant_id,
         "webhook_id": webhook.id,
         "event_id": event_id,

@@ -30,6 +30,7 @@ from mailconnect.service.webhooks import (
     record_ping,
     secret_binding,
 )
+from mailconnect.store.ids import new_id
 from mailconnect.store.service_models import Webhook, WebhookDelivery
 
 __all__ = ["router"]
@@ -96,7 +97,7 @@ async def create(body: WebhookCreate, runtime: RuntimeDep, principal: Manage) ->
                     f"a tenant may have at most {MAX_WEBHOOKS} webhooks",
                     errors=[{"field": "url", "problem": "too many webhooks", "fix": "delete one"}],
                 )
-            webhook_id = uuid.uuid4()
+            webhook_id = new_id()
             webhook = Webhook(
                 id=webhook_id,
                 tenant_id=tenant_id,
