@@ -958,6 +958,19 @@ def test_the_worker_stops_gracefully_on_a_signal(
     assert "Traceback" not in stderr
 
 
+async def _stopped(child: asyncio.subprocess.Process) -> bytes:
+    """Stop a worker process with SIGTERM (killed if it has not exited within 20 s); its
+    standard error."""
+    if child.returncode is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        _, errors = await asyncio.wait_for(child.communicate(), 20)
+    except TimeoutError:
+        child.kill()
+        raise
+    return errors
+
+
 async def test_a_separate_worker_serves_prometheus_metrics() -> None:
     """``mailconnect worker --metrics-port``: the worker's own sends and the database gauges,
     for a worker that runs apart from the service."""
@@ -992,17 +1005,46 @@ async def test_a_separate_worker_serves_prometheus_metrics() -> None:
                         break
                     await asyncio.sleep(0.1)
         finally:
-            if child.returncode is None:
-                child.send_signal(signal.SIGTERM)
-            try:
-                _, errors = await asyncio.wait_for(child.communicate(), 20)
-            except TimeoutError:
-                child.kill()
-                raise
+            errors = await _stopped(child)
     assert all(line in text for line in wanted), text[-2000:]
     assert child.returncode == 0, errors.decode()
     assert f"Metrics: http://127.0.0.1:{port}/metrics" in errors.decode()
     assert len(mailbox.messages) == 1
+
+
+async def test_a_separate_worker_looks_again_at_its_poll_interval() -> None:
+    """On SQLite nothing wakes a worker in another process: it finds a message enqueued by
+    someone else at its next look, ``--poll-interval`` seconds after the last one."""
+    mailbox = Mailbox()
+    async with aiosmtpd_server(mailbox, security="none") as server:
+        add_tenant()
+        add_relay(server.port)
+        child = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-c", LAUNCHER, "worker", "--no-guard", "--poll-interval", "0.2"],
+            cwd=REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert child.stderr is not None
+        try:
+            started = await asyncio.wait_for(child.stderr.readline(), 30)
+            assert b"looking for due messages every 0.2 s when idle" in started
+            sent = run("send", "--tenant", "acme", "--to", "ann@example.com", "--text", "Hi")
+            assert sent.exit_code == 0, sent.output
+            for _ in range(300):  # at most 30 s
+                if mailbox.messages or child.returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            errors = await _stopped(child)
+    assert len(mailbox.messages) == 1
+    assert child.returncode == 0, errors.decode()
+
+
+def test_the_poll_interval_is_checked_before_the_worker_starts() -> None:
+    result = run("worker", "--poll-interval", "0")
+    assert result.exit_code == 2
+    assert "--poll-interval" in result.output
 
 
 def test_a_taken_metrics_port_exits_2_naming_the_option() -> None:

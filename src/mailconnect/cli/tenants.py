@@ -122,12 +122,13 @@ def operator_errors(as_json: bool) -> Iterator[None]:
 
 
 @contextmanager
-def open_store() -> Iterator[Outbox]:
-    """The configured outbox (database migrated, keyring loaded), closed afterwards.
+def open_store(**options: Any) -> Iterator[Outbox]:
+    """The configured outbox (database migrated, keyring loaded), closed afterwards; ``options``
+    are the outbox's other settings (:class:`~mailconnect.outbox.Outbox`).
 
     Use inside :func:`operator_errors`: an invalid setting then exits 2 naming the variable.
     """
-    outbox = Outbox.open(load_config())
+    outbox = Outbox.open(load_config(), **options)
     try:
         yield outbox
     finally:

@@ -85,6 +85,18 @@ def worker(
             ),
         ),
     ] = DEFAULT_WINDOW,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=3600,
+            help=(
+                "Seconds an idle worker waits before it looks for due messages again. On "
+                "SQLite a worker learns of messages enqueued by another process only so; "
+                "PostgreSQL wakes it at once."
+            ),
+        ),
+    ] = 2.0,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -105,7 +117,7 @@ def worker(
         )
         tls = TlsPolicy(ca_file=ca_file)
         tls.context()  # an unreadable CA file is bad usage, before anything starts
-        with open_store() as outbox:
+        with open_store(poll_interval=poll_interval) as outbox:
             stats = asyncio.run(
                 _run(
                     outbox,
@@ -218,7 +230,8 @@ async def _run(
 
         if not as_json and not once:
             err_console.print(
-                f"Worker started: {concurrency} sessions at a time. Stop with Ctrl-C or SIGTERM."
+                f"Worker started: {concurrency} sessions at a time, looking for due messages "
+                f"every {outbox.poll_interval:g} s when idle. Stop with Ctrl-C or SIGTERM."
             )
             if exporter is not None:
                 err_console.print(f"Metrics: {exporter.address}")
@@ -233,7 +246,8 @@ async def _run(
                 resend_uncertain=resend_uncertain,
                 lease_seconds=lease_seconds,
                 window=window,
-                progress=progress,
+                # (none for --json without metrics: no event to show, none to build)
+                progress=progress if exporter is not None or not as_json else None,
             )
     finally:
         if exporter is not None:
