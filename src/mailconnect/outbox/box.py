@@ -83,15 +83,6 @@ class _SqliteWriters:
             self._holding = False
         threads.release()
 
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        threads = self.enter()
-        try:
-            yield
-        finally:
-            if threads is not None:
-                self.leave(threads)
-
     def _lock_file(self) -> bool:
         if time.monotonic() < self._skip_until:
             return False
