@@ -126,6 +126,7 @@ def _message_at_0003(
     sqlite = connection.dialect.name == "sqlite"
     tenant_id, connection_id = (value.hex if sqlite else str(value) for value in ids)
     message_id = uuid.uuid4()
+    stored_id = message_id.hex if sqlite else str(message_id)
     connection.execute(
         text(
             "INSERT INTO mailconnect_messages (id, tenant_id, connection_id, message_id_header,"
@@ -134,11 +135,23 @@ def _message_at_0003(
             " 'jobs@acme.example', :content, :size, false, 'queued', 0, :now, :now)"
         ),
         {
-            "id": message_id.hex if sqlite else str(message_id),
+            "id": stored_id,
             "tenant": tenant_id,
             "connection": connection_id,
             "content": content,
             "size": len(content),
+            "now": "2026-11-27 12:00:00",
+        },
+    )
+    connection.execute(  # and a recipient, which must survive the table's rebuild on SQLite
+        text(
+            "INSERT INTO mailconnect_message_recipients (tenant_id, message_id, position,"
+            " address, state, updated_at) VALUES (:tenant, :id, 0, :address, 'pending', :now)"
+        ),
+        {
+            "tenant": tenant_id,
+            "id": stored_id,
+            "address": f"{len(content)}@example.org",
             "now": "2026-11-27 12:00:00",
         },
     )
@@ -158,17 +171,29 @@ def test_0004_moves_the_contents_out_of_the_message_rows_and_back(engine: Engine
         _message_at_0003(connection, ids, large)
     upgrade(engine)
     assert "content" not in {c["name"] for c in inspect(engine).get_columns("mailconnect_messages")}
-    query = (
+    moved = (
         "SELECT c.content FROM mailconnect_message_contents c JOIN mailconnect_messages m"
         " ON m.id = c.message_id AND m.tenant_id = c.tenant_id ORDER BY m.size_bytes"
     )
+    kept = (
+        "SELECT r.address FROM mailconnect_message_recipients r JOIN mailconnect_messages m"
+        " ON m.id = r.message_id AND m.tenant_id = r.tenant_id ORDER BY m.size_bytes"
+    )
+    addresses = [f"{len(small)}@example.org", f"{len(large)}@example.org"]
     with engine.connect() as connection:
-        assert [bytes(v) for v in connection.execute(text(query)).scalars()] == [small, large]
+        assert [bytes(v) for v in connection.execute(text(moved)).scalars()] == [small, large]
+        assert list(connection.execute(text(kept)).scalars()) == addresses
     downgrade(engine, "0003")
     assert "mailconnect_message_contents" not in _tables(engine)
-    query = "SELECT content FROM mailconnect_messages ORDER BY size_bytes"
+    back = "SELECT content FROM mailconnect_messages ORDER BY size_bytes"
     with engine.connect() as connection:
-        assert [bytes(v) for v in connection.execute(text(query)).scalars()] == [small, large]
+        assert [bytes(v) for v in connection.execute(text(back)).scalars()] == [small, large]
+        assert list(connection.execute(text(kept)).scalars()) == addresses
+    upgrade(engine)  # and up again
+    with engine.connect() as connection:
+        assert [bytes(v) for v in connection.execute(text(moved)).scalars()] == [small, large]
+        assert list(connection.execute(text(kept)).scalars()) == addresses
+    assert pending_model_changes(engine) == []
 
 
 def test_open_database_upgrades_on_start(database_url: str) -> None:

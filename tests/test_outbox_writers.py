@@ -41,6 +41,21 @@ def _taken_elsewhere(path: Path) -> bool:
     return False
 
 
+def _written_by_another_thread(outbox: Outbox, external_id: str) -> bool:
+    """Whether a write in a thread of its own got its turn and committed within 10 s."""
+    done = threading.Event()
+
+    def write() -> None:
+        with outbox.transaction() as session:
+            create_tenant(session, external_id=external_id, name=external_id)
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(10)
+    return done.is_set()
+
+
 def test_a_write_transaction_holds_the_file_lock_until_the_outermost_one_ends(
     sqlite_env: OutboxEnv,
 ) -> None:
@@ -100,38 +115,51 @@ def test_every_transaction_of_the_outboxs_sessions_takes_the_turn(sqlite_env: Ou
     assert not {"rolled", "failed"} & names
 
 
-def test_a_turn_kept_too_long_by_another_thread_leaves_the_decision_to_sqlite(
-    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+def test_a_transaction_ended_on_another_thread_gives_the_turn_back(
+    sqlite_env: OutboxEnv,
 ) -> None:
-    """A thread that keeps the turn without writing (SQLite's lock is free) past the busy
-    timeout does not stall the others: they write under SQLite's own lock, and the turn is
-    still the first thread's to give back."""
-    monkeypatch.setattr(box, "BUSY_TIMEOUT_MS", 200)
+    """SQLAlchemy lets a session move between threads: the turn it took on one is given back by
+    the commit on the other, and the next writer gets it."""
     outbox = sqlite_env.outbox
-    holding, release = threading.Event(), threading.Event()
+    path = _lock_file(sqlite_env)
+    session = outbox.sessions()
+    create_tenant(session, external_id="moved", name="Moved")  # begins here, in this thread
+    assert _taken_elsewhere(path)
+    failures: list[BaseException] = []
 
-    def keep() -> None:
-        with outbox.transaction():  # begun, nothing written: the turn only
-            holding.set()
-            release.wait(10)
+    def commit() -> None:
+        try:
+            session.commit()
+            session.close()
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
 
-    keeper = threading.Thread(target=keep, daemon=True)
-    keeper.start()
-    assert holding.wait(10)
-    try:
-        with outbox.transaction() as session:  # waits 0.2 s for the turn, then goes on
-            create_tenant(session, external_id="impatient", name="Impatient")
-        assert _taken_elsewhere(_lock_file(sqlite_env))  # still the keeper's
-    finally:
-        release.set()
-        keeper.join(10)
-    assert not keeper.is_alive()
-    assert not _taken_elsewhere(_lock_file(sqlite_env))
-    with outbox.transaction() as session:
-        create_tenant(session, external_id="after", name="After")
-        assert _taken_elsewhere(_lock_file(sqlite_env))
-    with outbox.reading() as session:
-        assert {"impatient", "after"} <= set(session.scalars(select(Tenant.external_id)))
+    committer = threading.Thread(target=commit)
+    committer.start()
+    committer.join(10)
+    assert failures == []
+    assert not _taken_elsewhere(path)
+    assert _written_by_another_thread(outbox, "next")  # (not if the turn were kept)
+    with outbox.transaction():  # and this thread, which began the first, takes a new turn
+        assert _taken_elsewhere(path)
+    assert not _taken_elsewhere(path)
+
+
+def test_a_session_dropped_without_closing_gives_the_turn_back_when_collected(
+    sqlite_env: OutboxEnv,
+) -> None:
+    outbox = sqlite_env.outbox
+    path = _lock_file(sqlite_env)
+
+    def forgetful() -> None:
+        session = outbox.sessions()
+        session.scalar(select(Tenant.id).limit(1))  # begun, never committed nor closed
+        assert _taken_elsewhere(path)
+
+    forgetful()
+    gc.collect()
+    assert not _taken_elsewhere(path)
+    assert _written_by_another_thread(outbox, "later")
 
 
 _CHILD = """

@@ -25,13 +25,14 @@ from tests.support.sinks import OutboxEnv, outbox_env
 from mailconnect.outbox.limits import table_of
 from mailconnect.store import session_factory
 from mailconnect.store.bulk import execute_many, insert_many, matched_many
-from mailconnect.store.models import Message
+from mailconnect.store.models import Message, MessageContent
 from mailconnect.store.states import MessageState
 from mailconnect.store.types import UTCDateTime
 
 __all__ = ["outbox_env"]
 
 _messages = table_of(Message)
+_contents = table_of(MessageContent)
 _INSERT = _messages.insert()
 _SETTLE = (
     _messages.update()
@@ -66,7 +67,6 @@ def _row(owner: _Owner, index: int, now: datetime) -> dict[str, Any]:
         "message_id_header": f"<{index}@bulk.example>",
         "envelope_from": "jobs@acme.example",
         "subject": f"Subject {index} with ünïcode",
-        "content": b"Subject: x\r\n\r\nbody\r\n",
         "size_bytes": 20,
         "smtputf8": index % 2 == 0,
         "state": MessageState.QUEUED,
@@ -101,7 +101,6 @@ def test_fast_writes_store_what_session_execute_stores(
     fast = [_row(owner, i, now) for i in range(5)]
     # what COPY's text format must escape: tab, newline, backslash, NUL and 0xff bytes
     fast[1]["subject"] = "tab\there\nnewline \\ back\\slash \\N"
-    fast[2]["content"] = b"\x00\xff\t\n\\.\r\n"
     fast[3]["next_attempt_at"] = now.astimezone(timezone(timedelta(hours=-5)))
     slow = [{**row, "id": uuid.uuid4()} for row in fast]
     with session_factory(engine)() as session, session.begin():
@@ -119,6 +118,32 @@ def test_fast_writes_store_what_session_execute_stores(
             )
         )
         assert same == fast[0]["id"]
+
+
+@pytest.mark.parametrize("fast_write", [execute_many, insert_many])
+def test_fast_writes_store_message_contents_byte_for_byte(
+    engine: Engine, owner: _Owner, fast_write: Callable[..., object]
+) -> None:
+    """The bytes COPY's text format must escape (NUL, 0xff, tab, newline, backslash) and the
+    rest of the 256, as ``session.execute`` stores them."""
+    now = datetime.now(UTC)
+    messages = [_row(owner, i, now) for i in range(4)]
+    contents = [b"\x00\xff\t\n\\.\r\n", bytes(range(256)), b"\\N", b"Subject: x\r\n\r\nbody\r\n"]
+    fast = [
+        {"message_id": m["id"], "tenant_id": owner.tenant_id, "content": c}
+        for m, c in zip(messages, contents, strict=True)
+    ]
+    slow_messages = [{**m, "id": uuid.uuid4()} for m in messages]
+    slow = [{**row, "message_id": m["id"]} for row, m in zip(fast, slow_messages, strict=True)]
+    with session_factory(engine)() as session, session.begin():
+        session.execute(_INSERT, messages + slow_messages)
+        target = _contents.insert() if fast_write is execute_many else _contents
+        fast_write(session, target, fast)
+        session.execute(_contents.insert(), slow)
+    with session_factory(engine)() as session:
+        stored = dict(session.execute(select(_contents.c.message_id, _contents.c.content)).all())
+    assert [bytes(stored[m["id"]]) for m in messages] == contents
+    assert [bytes(stored[m["id"]]) for m in slow_messages] == contents
 
 
 def test_insert_many_is_part_of_the_transaction_and_raises_sqlalchemys_errors(

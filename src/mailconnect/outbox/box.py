@@ -37,13 +37,13 @@ DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
 # SQLite admits one writer at a time. Writers that wait for each other on a lock queue fairly
 # and wake soon; waiting inside SQLite's busy handler sleeps in coarse steps (up to 100 ms), so
 # every transaction of the outbox's sessions (``Outbox.sessions``: the worker's, the service's,
-# the CLI's; they begin with BEGIN IMMEDIATE) takes a lock first: the threads of a process an
-# RLock, the processes a file lock beside the database (flock, tried again every 0.5 ms at most;
+# the CLI's; they begin with BEGIN IMMEDIATE) takes a lock first: the threads of a process a
+# lock, the processes a file lock beside the database (flock, tried again every 0.5 ms at most;
 # a process that dies drops it). One per database file and process, whatever the engines. A
-# writer that cannot get either lock within SQLite's busy timeout goes on to SQLite's own lock,
+# writer that cannot get the file lock within SQLite's busy timeout goes on to SQLite's own lock,
 # which then decides; writers that do not take it (another program, a migration) meet SQLite's
 # busy timeout. Measured beside a worker delivering at full speed, a write that bypassed the
-# turn waited 132 ms at the 90th percentile and up to 1.4 s; one that took it 33 ms and 111 ms.
+# turn waited 132 ms at the 90th percentile and up to 1.4 s; one that took it 32 ms and 103 ms.
 _by_engine: weakref.WeakKeyDictionary[Engine, _SqliteWriters] = weakref.WeakKeyDictionary()
 _by_file: dict[str, _SqliteWriters] = {}
 _gone: list[str] = []  # the database file of each engine collected since
@@ -52,35 +52,50 @@ _LONGEST_PAUSE = 0.0005  # seconds between two tries of the file lock
 
 
 class _SqliteWriters:
-    """The turn to write on one SQLite database file (see above); re-entrant within a thread."""
+    """The turn to write on one SQLite database file (see above); re-entrant within the thread
+    that holds it, and given back by whichever thread ends the transaction that took it."""
 
     def __init__(self, database: str) -> None:
         self._path = f"{database}-writer.lock"
-        self._threads = threading.RLock()
+        # A plain lock, not an RLock: a session's transaction may end on another thread than
+        # the one it began on, and the turn must then still be given back.
+        self._threads = threading.Lock()
+        self._state = threading.Lock()  # guards the owner, the depth and the file lock's state
+        self._owner: int | None = None  # the thread holding the turn; it may nest transactions
         self._fd: int | None = None
         self._depth = 0
         self._holding = False  # the file lock (not taken when it could not be opened or got)
         self._skip_until = 0.0  # after a wait that timed out, SQLite's lock alone for a while
         self.engines = 0  # the engines on this file; the file is closed with the last
 
-    def enter(self) -> threading.RLock | None:
-        """Take the turn (re-entrant within a thread); returns the thread lock to give to
-        :meth:`leave`, or None when another thread of this process kept the turn longer than
-        SQLite's busy timeout: SQLite's own lock then decides, and there is nothing to leave."""
+    def enter(self) -> threading.Lock:
+        """Take the turn; returns the lock to give to :meth:`leave`."""
         threads = self._threads  # (the one to release, even if a fork replaces it meanwhile)
-        if not threads.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
-            return None
-        if self._depth == 0:
-            self._holding = self._lock_file()
-        self._depth += 1
+        me = threading.get_ident()
+        with self._state:
+            if self._owner == me:  # a transaction nested in this thread's: the same turn
+                self._depth += 1
+                return threads
+        threads.acquire()
+        try:
+            holding = self._lock_file()
+        except BaseException:
+            threads.release()
+            raise
+        with self._state:
+            self._owner, self._depth, self._holding = me, 1, holding
         return threads
 
-    def leave(self, threads: threading.RLock) -> None:
-        """End a turn :meth:`enter` gave, in the thread that took it."""
-        self._depth = max(0, self._depth - 1)  # (0 already in a child forked meanwhile)
-        if self._depth == 0 and self._holding and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._holding = False
+    def leave(self, threads: threading.Lock) -> None:
+        """End a turn :meth:`enter` gave (on any thread)."""
+        with self._state:
+            self._depth = max(0, self._depth - 1)  # (0 already in a child forked meanwhile)
+            if self._depth > 0:
+                return
+            if self._holding and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                self._holding = False
+            self._owner = None
         threads.release()
 
     def _lock_file(self) -> bool:
@@ -115,7 +130,9 @@ class _SqliteWriters:
 
     def forget(self) -> None:
         """In a forked child: the parent's turn and open file are not the child's."""
-        self._threads = threading.RLock()
+        self._threads = threading.Lock()
+        self._state = threading.Lock()
+        self._owner = None
         self._depth = 0
         self.close()
 
@@ -165,15 +182,18 @@ def _take_turn(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         bind = session.get_bind()
         writers = _writer_turn(bind if isinstance(bind, Engine) else bind.engine)
-        session.info[_TURN] = (writers, writers.enter())
+        threads = writers.enter()
+        # A session dropped without being closed gives the turn back when it is collected, as
+        # its connection gives SQLite's lock back then.
+        session.info[_TURN] = weakref.finalize(session, writers.leave, threads)
 
 
 def _end_turn(session: Session, transaction: SessionTransaction) -> None:
     """The transaction has ended (committed, or rolled back): the next writer's turn."""
     if transaction.parent is None:
         held = session.info.pop(_TURN, None)
-        if held is not None and held[1] is not None:
-            held[0].leave(held[1])
+        if held is not None:
+            held()  # (a finalizer runs once: now, and no more when the session is collected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,14 @@ Durability
     transaction that creates the order it is about, and a rollback removes both. This needs the
     application and mailconnect to share one database (PostgreSQL, or the same SQLite file)::
 
-        with Session(outbox.engine) as session, session.begin():
+        with outbox.transaction() as session:  # a plain SQLAlchemy session on its engine
             session.add(order)
             enqueue(outbox, tenant_id=tenant, message=confirmation, session=session)
         # committed together, or not at all
+
+    On PostgreSQL the application's own session works as well; on SQLite, the outbox's
+    sessions take the writers' turn (see :class:`~mailconnect.outbox.Outbox`), which a busy
+    worker otherwise makes a session wait for in SQLite's busy handler.
 
 Idempotency
     A key is unique per tenant: enqueueing again with a key that exists returns the message
