@@ -228,6 +228,24 @@ def test_execute_many_refuses_rows_missing_a_value(engine: Engine, owner: _Owner
             execute_many(session, _SETTLE, [{"b_id": row["id"], "b_state": MessageState.SENT}])
 
 
+def test_bulk_writes_refuse_a_row_key_the_statement_does_not_take(
+    engine: Engine, owner: _Owner
+) -> None:
+    """A key that is no column (``content`` moved to its own table in migration 0004) or no
+    parameter of the statement is named, not silently dropped; nothing is written."""
+    now = datetime.now(UTC)
+    row = {**_row(owner, 0, now), "content": b"Subject: x\r\n\r\nbody\r\n"}
+    with session_factory(engine)() as session, session.begin():
+        with pytest.raises(ValueError, match="takes no content"):
+            insert_many(session, _messages, [row])
+        with pytest.raises(ValueError, match="takes no content"):
+            execute_many(session, _INSERT, [row])
+        settle = {"b_id": row["id"], "b_state": MessageState.SENT, "b_now": now, "b_next": now}
+        with pytest.raises(ValueError, match="takes no b_next"):
+            execute_many(session, _SETTLE, [settle])
+        assert session.scalars(select(_messages.c.id)).all() == []
+
+
 def test_execute_many_refuses_what_it_cannot_do(engine: Engine) -> None:
     expanding = _messages.delete().where(_messages.c.id.in_(bindparam("ids", expanding=True)))
     returning = _messages.insert().returning(_messages.c.id)

@@ -380,9 +380,9 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
 
 def _settle_row(item: Finished, now: datetime) -> dict[str, object]:
     """The parameters of the message's new state (for :data:`_SETTLING` and
-    :data:`_REPLACING_GUESS`)."""
+    :data:`_REPLACING_GUESS`; ``b_next`` only when it is rescheduled)."""
     settlement = item.settlement
-    return {
+    row: dict[str, object] = {
         "b_id": item.claimed.id,
         "b_owner": item.record.owner,
         "b_state": settlement.state,
@@ -390,8 +390,10 @@ def _settle_row(item: Finished, now: datetime) -> dict[str, object]:
         "b_number": item.record.number,
         "b_now": now,
         "b_finished": now if settlement.finished else None,
-        "b_next": settlement.next_attempt_at,
     }
+    if settlement.next_attempt_at is not None:
+        row["b_next"] = settlement.next_attempt_at
+    return row
 
 
 def _by_message(row: Mapping[str, Any]) -> uuid.UUID:
@@ -412,7 +414,7 @@ def _settle_where_held(
     """
     groups: dict[bool, list[dict[str, object]]] = {False: [], True: []}  # rescheduled or not
     for row in rows:
-        groups[row["b_next"] is not None].append(row)
+        groups["b_next" in row].append(row)
     for group in groups.values():
         group.sort(key=_by_message)
     matched = [
@@ -443,7 +445,7 @@ def _late_result(
         .limit(1)
     )
     if latest == attempt_id:
-        session.connection().execute(_REPLACING_GUESS[row["b_next"] is not None], row)
+        session.connection().execute(_REPLACING_GUESS["b_next" in row], row)
 
 
 def _store_attempts(session: Session, done: Sequence[Finished]) -> None:

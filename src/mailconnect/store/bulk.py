@@ -19,8 +19,8 @@ and keeps each one's result. Elsewhere it returns None and the caller reads what
 Only plain INSERT and UPDATE (and DELETE) statements without expanding ``IN`` parameters, and
 without RETURNING except for :func:`matched_many`; a column default computed in Python
 (``default=``/``onupdate=`` callables) is not run here, so every such column must be given in
-the rows: a missing one raises. The statements are module constants: their compiled forms are
-kept for the life of the process.
+the rows: a missing one raises, and so does a row key the statement does not take. The
+statements are module constants: their compiled forms are kept for the life of the process.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ def _prepare(
             else "execute_many takes plain INSERT, UPDATE and DELETE statements"
         )
     names: tuple[str, ...] = tuple(compiled.positiontup or compiled.binds)
+    unused = set(keys) - {compiled.binds[name].key for name in names}
+    if unused:  # (a misspelt or dropped column would otherwise vanish without a word)
+        raise ValueError(f"the statement takes no {', '.join(sorted(unused))}: rows give it")
     converters: list[_Convert | None] = []
     fixed: dict[str, Any] = {}
     required: set[str] = set()
