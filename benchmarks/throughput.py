@@ -714,6 +714,7 @@ def _claim_batch(
 
 
 def _finish_all(session: Session, windows: list[list[Finished]]) -> list[None]:
+    """Store several windows' results as sent, in one call (merged as the worker's are)."""
     finish_many(session, [item for window in windows for item in window], utcnow())
     return [None] * len(windows)
 
@@ -746,7 +747,7 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
             # commit lets the writes of its sessions that wait together do (about eight).
             opened = outbox.run(_open_windows, windows)
             outbox.run(
-                _finish_windows,
+                _finish_all,
                 [
                     [_as_sent(c, opened[c.id], outgoing[c.id], now) for c in window]
                     for window in windows
@@ -779,10 +780,6 @@ def _open_windows(session: Session, windows: list[list[Claimed]]) -> dict[uuid.U
     ]
     opened = open_attempts_many(session, openings)
     return {o.claimed.id: a for o, a in zip(openings, opened, strict=True) if a is not None}
-
-
-def _finish_windows(session: Session, windows: list[list[Finished]]) -> None:
-    finish_many(session, [item for window in windows for item in window], utcnow())
 
 
 _TRANSCRIPT = (

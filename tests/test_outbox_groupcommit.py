@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.support.sinks import OutboxEnv, sqlite_env
+from tests.support.sinks import OutboxEnv, counted_commits, sqlite_env
 
 from mailconnect.outbox.groupcommit import GroupCommit
 from mailconnect.store import Tenant, create_tenant
@@ -50,17 +50,11 @@ def _stored(env: OutboxEnv) -> set[str]:
 
 @contextlib.contextmanager
 def _committer(env: OutboxEnv) -> Iterator[tuple[GroupCommit, list[int]]]:
-    commits: list[int] = []
-
-    def count(_connection: object) -> None:
-        commits.append(1)
-
     executor = ThreadPoolExecutor(max_workers=2)
-    event.listen(env.outbox.engine, "commit", count)
     try:
-        yield GroupCommit(env.outbox, executor), commits
+        with counted_commits(env) as commits:
+            yield GroupCommit(env.outbox, executor), commits
     finally:
-        event.remove(env.outbox.engine, "commit", count)
         executor.shutdown(wait=True)
 
 

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
+from tests.support.sinks import SENDER, OutboxEnv, counted_commits, outbox_env, sqlite_env
 
 from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox import EnqueueItem, Outbox
@@ -38,20 +38,6 @@ def _stored(env: OutboxEnv) -> int:
 
 
 @contextlib.contextmanager
-def _commits(env: OutboxEnv) -> Iterator[list[int]]:
-    seen: list[int] = []
-
-    def count(_connection: object) -> None:
-        seen.append(1)
-
-    event.listen(env.outbox.engine, "commit", count)
-    try:
-        yield seen
-    finally:
-        event.remove(env.outbox.engine, "commit", count)
-
-
-@contextlib.contextmanager
 def _group_commit(env: OutboxEnv) -> Iterator[GroupCommit]:
     committer = GroupCommit(env.outbox)
     try:
@@ -70,7 +56,7 @@ async def test_a_batch_is_one_transaction_and_each_request_gets_its_own_results(
     env_other = OutboxEnv(env.outbox, other, env.url, env.keys)
     env_other.connection(25)
     with _group_commit(env) as committer:
-        with _commits(env) as commits:
+        with counted_commits(env) as commits:
             results = await asyncio.gather(
                 committer.submit(env.tenant_id, [_item(env, "one")]),
                 committer.submit(env.tenant_id, [_item(env, "two"), _item(env, "three")]),

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdProtocol
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from sqlalchemy import event
 from tests.support.smtp_servers import pki
 
 from mailconnect.compose import MessageInput
@@ -77,6 +78,7 @@ __all__ = [
     "SinkMessage",
     "Slow",
     "Timeouts",
+    "counted_commits",
     "make_env",
     "message_id_of",
     "outbox_env",
@@ -543,6 +545,21 @@ class OutboxEnv:
 
     def view(self, message_id: uuid.UUID) -> MessageView:
         return get_message(self.outbox, self.tenant_id, message_id)
+
+
+@contextlib.contextmanager
+def counted_commits(env: OutboxEnv) -> Iterator[list[int]]:
+    """A list that gets an entry for every commit on the env's engine while the block runs."""
+    seen: list[int] = []
+
+    def count(_connection: object) -> None:
+        seen.append(1)
+
+    event.listen(env.outbox.engine, "commit", count)
+    try:
+        yield seen
+    finally:
+        event.remove(env.outbox.engine, "commit", count)
 
 
 def make_env(url: str, **outbox_options: Any) -> OutboxEnv:

@@ -177,23 +177,25 @@ os.register_at_fork(after_in_child=_forget_turns)
 _TURN = "mailconnect_writer_turn"  # Session.info: the turn its transaction holds
 
 
-def _take_turn(session: Session, transaction: SessionTransaction) -> None:
-    """A session's transaction begins (before its BEGIN IMMEDIATE): it waits for its turn."""
-    if transaction.parent is None:
-        bind = session.get_bind()
-        writers = _writer_turn(bind if isinstance(bind, Engine) else bind.engine)
-        threads = writers.enter()
-        # A session dropped without being closed gives the turn back when it is collected, as
-        # its connection gives SQLite's lock back then.
-        session.info[_TURN] = weakref.finalize(session, writers.leave, threads)
+def _take_turns(sessions: sessionmaker[Session], writers: _SqliteWriters) -> None:
+    """Every top-level transaction of ``sessions`` waits for its turn before it begins (before
+    its BEGIN IMMEDIATE) and gives it back when it ends (committed, or rolled back)."""
 
+    def begin(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            threads = writers.enter()
+            # A session dropped without being closed gives the turn back when it is collected,
+            # as its connection gives SQLite's lock back then.
+            session.info[_TURN] = weakref.finalize(session, writers.leave, threads)
 
-def _end_turn(session: Session, transaction: SessionTransaction) -> None:
-    """The transaction has ended (committed, or rolled back): the next writer's turn."""
-    if transaction.parent is None:
-        held = session.info.pop(_TURN, None)
-        if held is not None:
-            held()  # (a finalizer runs once: now, and no more when the session is collected)
+    def end(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None:
+            held = session.info.pop(_TURN, None)
+            if held is not None:
+                held()  # (a finalizer runs once: now, and no more when the session is collected)
+
+    event.listen(sessions, "after_transaction_create", begin)
+    event.listen(sessions, "after_transaction_end", end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +251,8 @@ class Outbox:
             )
         sessions = session_factory(self.engine)
         if self.engine.dialect.name == "sqlite":
-            event.listen(sessions, "after_transaction_create", _take_turn)
-            event.listen(sessions, "after_transaction_end", _end_turn)
+            # (looked up once: the outbox keeps its engine, and so the file's turn, alive)
+            _take_turns(sessions, _writer_turn(self.engine))
         object.__setattr__(self, "sessions", sessions)
         # Built once: execution_options() makes a new engine proxy on every call.
         reader = self.engine

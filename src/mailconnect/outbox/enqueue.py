@@ -190,9 +190,8 @@ def _as_item(entry: MessageInput | bytes | EnqueueItem) -> EnqueueItem:
 class _Planned:
     index: int
     row: dict[str, Any] | None  # None: a repeat of an earlier item's key
-    recipients: tuple[str, ...]
     key: str | None
-    content: bytes = b""  # the rendered message (none for a repeat)
+    rendered: Rendered | None = None  # its content and envelope recipients (not for a repeat)
 
 
 def _enqueue(
@@ -213,7 +212,7 @@ def _enqueue(
         try:
             key = _checked_key(item.idempotency_key)
             if key is not None and key in first_with_key:
-                planned.append(_Planned(index, None, (), key))
+                planned.append(_Planned(index, None, key))
                 continue
             row, rendered = _prepare(outbox, chooser, item, default_connection, now, expires_at)
         except ConfigurationError as exc:
@@ -228,7 +227,7 @@ def _enqueue(
         row["created_at"] = row["next_attempt_at"] = now + timedelta(microseconds=index)
         if key is not None:
             first_with_key[key] = index
-        planned.append(_Planned(index, row, rendered.recipients, key, rendered.data))
+        planned.append(_Planned(index, row, key, rendered))
     return _insert(session, tenant_id, planned, now)
 
 
@@ -426,9 +425,14 @@ def _insert(
     existing = _existing(
         session, tenant_id, [r["idempotency_key"] for r in keyed if r["id"] not in created]
     )
-    stored = [(p.row, p) for p in planned if p.row is not None and p.row["id"] in created]
+    stored = [
+        (p.row, p.rendered)
+        for p in planned
+        if p.row is not None and p.rendered is not None and p.row["id"] in created
+    ]
     contents = [
-        {"message_id": row["id"], "tenant_id": tenant_id, "content": p.content} for row, p in stored
+        {"message_id": row["id"], "tenant_id": tenant_id, "content": rendered.data}
+        for row, rendered in stored
     ]
     if contents:
         insert_many(session, table_of(MessageContent), contents)
@@ -441,8 +445,8 @@ def _insert(
             "state": RecipientState.PENDING,
             "updated_at": now,
         }
-        for row, p in stored
-        for position, address in enumerate(p.recipients)
+        for row, rendered in stored
+        for position, address in enumerate(rendered.recipients)
     ]
     if recipients:
         insert_many(session, table_of(MessageRecipient), recipients)
