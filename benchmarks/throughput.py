@@ -322,14 +322,14 @@ def baseline(sink: Sink, count: int) -> Row:
     )
 
 
-def _text_for_size(size: int = SIZE) -> str:
+def text_for_size(size: int = SIZE) -> str:
     """A text body that makes the rendered message about ``size`` octets."""
-    probe = render(_message(0, ""), domain_for_id="acme.example")
+    probe = render(candidate_message(0, ""), domain_for_id="acme.example")
     paragraph = "Thank you for your application; we will be in touch within two weeks. "
     return (paragraph * (size // len(paragraph) + 1))[: max(size - probe.size - 2, 0)]
 
 
-def _message(index: int, text: str) -> MessageInput:
+def candidate_message(index: int, text: str) -> MessageInput:
     return MessageInput(
         from_=Mailbox(SENDER, "Acme Benchmark"),
         to=[f"rcpt{index}@example.com"],
@@ -358,8 +358,8 @@ def _prepare(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
 def _filled(outbox: Outbox, port: int, count: int) -> tuple[uuid.UUID, uuid.UUID]:
     """The benchmark's tenant and connection, with ``count`` messages enqueued for them."""
     tenant_id, connection_id = _prepare(outbox, port)
-    text = _text_for_size()
-    messages = [_message(index, text) for index in range(count)]
+    text = text_for_size()
+    messages = [candidate_message(index, text) for index in range(count)]
     enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
     return tenant_id, connection_id
 
@@ -406,8 +406,8 @@ def end_to_end(
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
         tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = _text_for_size(size)
-        messages = [_message(index, text) for index in range(count)]
+        text = text_for_size(size)
+        messages = [candidate_message(index, text) for index in range(count)]
         rendered = render(messages[0], domain_for_id="acme.example").size
         postgres = database == "PostgreSQL"
         server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
@@ -468,8 +468,8 @@ def side_by_side(
     child: subprocess.Popen[bytes] | None = None
     try:
         tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = _text_for_size()
-        messages = [_message(index, text) for index in range(count)]
+        text = text_for_size()
+        messages = [candidate_message(index, text) for index in range(count)]
         if url_given:
             time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
         server_before = sink.cpu() + (_postgres_cpu() if url_given else 0.0)
