@@ -1,27 +1,30 @@
 """The ceiling of a lean durable design: how far end to end could go in Python on this machine.
 
     .venv/bin/python benchmarks/ceiling.py [--messages 20000] [--sessions 20] [--batch 50]
-                                           [--runs 3]
+                                           [--runs 3] [--no-postgres]
 
 Not product code: a model, to weigh the goal of ``benchmarks/throughput.py`` (end to end >= 0.35
 x the anchor) against what any design written in Python reaches here. It keeps what a durable
 outbox cannot do without and drops everything else:
 
-kept      the product's ``render`` at enqueue; one durable transaction for the enqueue (SQLite,
-          WAL, ``synchronous=FULL``); claims in batches with a lease, committed; an attempt row
-          per message committed before its DATA (what makes a crash leave it *uncertain*, not
-          sent twice); MAIL, RCPT and DATA pipelined, every reply checked, the content
-          dot-stuffed; a short transcript; the outcome committed; group commit (the requests of
-          all sessions waiting when a transaction starts share it; its fsync runs off the loop).
-dropped   SQLAlchemy (plain ``sqlite3``); UUIDs, tenants and connections (integer ids); the
-          recipients table (one recipient inline); the idempotency key and seven of the
-          message table's eight indexes (one remains, for the claim); sending limits and
-          session leases; lease checks before the outcome; the reply's explanation; events,
-          metrics, redaction.
+kept      the product's ``render`` at enqueue; one durable transaction for the enqueue (SQLite:
+          WAL, ``synchronous=FULL``; PostgreSQL: COPY); claims in batches with a lease,
+          committed (PostgreSQL: ``FOR UPDATE SKIP LOCKED``); an attempt row per message
+          committed before its DATA (what makes a crash leave it *uncertain*, not sent twice);
+          MAIL, RCPT and DATA pipelined, every reply checked, the content dot-stuffed; a short
+          transcript; the outcome committed; group commit (the requests of all sessions waiting
+          when a transaction starts share it; SQLite's fsync, and PostgreSQL's whole
+          transaction, run off the event loop).
+dropped   SQLAlchemy (plain ``sqlite3`` and ``psycopg``); UUIDs, tenants and connections
+          (integer ids); the recipients table (one recipient inline); the idempotency key and
+          seven of the message table's eight indexes (one remains, for the claim); sending
+          limits and session leases; lease checks before the outcome; the reply's
+          explanation; events, metrics, redaction.
 
-The anchor (``smtp-source``, C) runs into the same ``smtp-sink`` in the same run. Every row is
-one run: enqueue then delivery, as the end-to-end rows of ``throughput.py`` measure them.
-Everything stays on 127.0.0.1.
+The anchor (``smtp-source``, C) runs into the same ``smtp-sink`` before and after the model's
+runs. Every run enqueues then delivers, as the end-to-end rows of ``throughput.py`` do; the
+client CPU is this process's, the server CPU the sink's and PostgreSQL's. PostgreSQL is a fresh
+database on 127.0.0.1:5432 (``MAILCONNECT_BENCH_POSTGRES_URL``), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -38,11 +41,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from throughput import HOST, Sink, anchor, candidate_message, machine, text_for_size
+import psycopg
+from sqlalchemy.engine import make_url
+from throughput import (
+    HOST,
+    Sink,
+    anchor,
+    candidate_message,
+    machine,
+    postgres_cpu,
+    postgres_database,
+    text_for_size,
+)
 
 from mailconnect.compose import MessageInput, render
 
-_SCHEMA = """
+_LEASE = 300.0  # seconds
+_SQLITE_SCHEMA = """
 CREATE TABLE message(
   id INTEGER PRIMARY KEY, state INTEGER NOT NULL, due REAL NOT NULL, lease_until REAL,
   tries INTEGER NOT NULL DEFAULT 0, sender TEXT NOT NULL, recipient TEXT NOT NULL,
@@ -53,73 +68,81 @@ CREATE TABLE attempt(
   id INTEGER PRIMARY KEY, message INTEGER NOT NULL, started REAL NOT NULL, outcome INTEGER,
   reply TEXT, transcript TEXT);
 """
-_LEASE = 300.0  # seconds
+_POSTGRES_SCHEMA = (
+    "CREATE TABLE message(id bigint PRIMARY KEY, state smallint NOT NULL, due float8 NOT NULL,"
+    " lease_until float8, tries int NOT NULL DEFAULT 0, sender text NOT NULL,"
+    " recipient text NOT NULL, message_id text NOT NULL, reply text, finished float8)",
+    "CREATE INDEX message_claim ON message(state, due)",
+    "CREATE TABLE content(id bigint PRIMARY KEY, data bytea NOT NULL)",
+    "CREATE TABLE attempt(id bigint PRIMARY KEY, message bigint NOT NULL,"
+    " started float8 NOT NULL, outcome int, reply text, transcript text)",
+)
 
-Work = Callable[[sqlite3.Connection], Any]
 Claimed = tuple[int, str, str, bytes]  # id, sender, recipient, content
+Outcome = tuple[int, str, str]  # id, reply, transcript
+Prepared = tuple[list[tuple[Any, ...]], list[tuple[int, bytes]]]  # message rows, contents
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    database = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL"):
-        database.execute(f"PRAGMA {pragma}")
-    return database
+class Store:
+    """The model's statements on one database (0: queued, 1: sending, 2: sent)."""
+
+    blocking = False  # True: a whole group transaction runs on a thread, off the event loop
+
+    def enqueue(self, prepared: Prepared) -> None:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def claim(self, size: int) -> list[Claimed]:
+        raise NotImplementedError
+
+    def open(self, batch: list[Claimed]) -> None:
+        raise NotImplementedError
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        raise NotImplementedError
+
+    def sent(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
-def enqueue(database: sqlite3.Connection, messages: list[MessageInput]) -> None:
-    """Render every message and store them all in one durable transaction."""
-    now = time.time()
-    rows, contents = [], []
-    for index, message in enumerate(messages, start=1):
-        rendered = render(message, domain_for_id="acme.example")
-        due = now + index * 1e-6  # in the order given
-        envelope = (rendered.envelope_from, rendered.recipients[0], rendered.message_id)
-        rows.append((index, due, *envelope))
-        contents.append((index, rendered.data))
-    database.execute("BEGIN IMMEDIATE")
-    database.executemany(
-        "INSERT INTO message(id, state, due, sender, recipient, message_id)"
-        " VALUES (?, 0, ?, ?, ?, ?)",  # 0: queued
-        rows,
-    )
-    database.executemany("INSERT INTO content(id, data) VALUES (?, ?)", contents)
-    database.execute("COMMIT")
+class SqliteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.executescript(_SQLITE_SCHEMA)
 
+    def enqueue(self, prepared: Prepared) -> None:
+        rows, contents = prepared
+        self.begin()
+        self._db.executemany(
+            "INSERT INTO message(id, state, due, sender, recipient, message_id)"
+            " VALUES (?, 0, ?, ?, ?, ?)",
+            rows,
+        )
+        self._db.executemany("INSERT INTO content(id, data) VALUES (?, ?)", contents)
+        self.commit()
 
-class GroupCommit:
-    """Every request waiting when a transaction starts runs in it; one commit for all of them."""
+    def begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
 
-    def __init__(self, database: sqlite3.Connection) -> None:
-        self._database = database
-        self._waiting: list[tuple[Work, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
 
-    async def run(self, work: Work) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((work, future))
-        self._wake.set()
-        return await future
-
-    async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._waiting = self._waiting, []
-            self._database.execute("BEGIN IMMEDIATE")
-            results = [work(self._database) for work, _ in batch]
-            await loop.run_in_executor(None, self._database.execute, "COMMIT")  # the fsync
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
-
-
-def _claim(size: int) -> Work:
-    def work(database: sqlite3.Connection) -> list[Claimed]:
+    def claim(self, size: int) -> list[Claimed]:
         now = time.time()
-        rows = database.execute(
-            "UPDATE message SET state = 1, lease_until = ?, tries = tries + 1"  # 1: sending
-            " WHERE id IN (SELECT id FROM message"
-            "  WHERE state = 0 AND due <= ? ORDER BY due LIMIT ?)"
+        rows = self._db.execute(
+            "UPDATE message SET state = 1, lease_until = ?, tries = tries + 1"
+            " WHERE id IN (SELECT id FROM message WHERE state = 0 AND due <= ?"
+            "  ORDER BY due LIMIT ?)"
             " RETURNING id, sender, recipient",
             (now + _LEASE, now, size),
         ).fetchall()
@@ -127,35 +150,160 @@ def _claim(size: int) -> Work:
             return []
         ids = json.dumps([row[0] for row in rows])
         query = "SELECT id, data FROM content WHERE id IN (SELECT value FROM json_each(?))"
-        data = dict(database.execute(query, (ids,)).fetchall())
+        data = dict(self._db.execute(query, (ids,)).fetchall())
         return [(id_, sender, recipient, data[id_]) for id_, sender, recipient in rows]
 
-    return work
-
-
-def _opened(batch: list[Claimed]) -> Work:
-    def work(database: sqlite3.Connection) -> None:
+    def open(self, batch: list[Claimed]) -> None:
         now = time.time()
         rows = [(claimed[0], claimed[0], now) for claimed in batch]
-        database.executemany("INSERT INTO attempt(id, message, started) VALUES (?, ?, ?)", rows)
+        self._db.executemany("INSERT INTO attempt(id, message, started) VALUES (?, ?, ?)", rows)
 
-    return work
-
-
-def _settled(results: list[tuple[int, str, str]]) -> Work:
-    def work(database: sqlite3.Connection) -> None:
+    def settle(self, outcomes: list[Outcome]) -> None:
         now = time.time()
-        database.executemany(
-            "UPDATE message SET state = 2, lease_until = NULL, reply = ?, finished = ?"  # 2: sent
+        self._db.executemany(
+            "UPDATE message SET state = 2, lease_until = NULL, reply = ?, finished = ?"
             " WHERE id = ?",
-            [(reply, now, id_) for id_, reply, _ in results],
+            [(reply, now, id_) for id_, reply, _ in outcomes],
         )
-        database.executemany(
+        self._db.executemany(
             "UPDATE attempt SET outcome = 1, reply = ?, transcript = ? WHERE id = ?",
-            [(reply, transcript, id_) for id_, reply, transcript in results],
+            [(reply, transcript, id_) for id_, reply, transcript in outcomes],
         )
 
-    return work
+    def sent(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM message WHERE state = 2").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresStore(Store):
+    blocking = True
+
+    def __init__(self, url: str) -> None:
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
+        self._db = psycopg.connect(conninfo)
+        for statement in _POSTGRES_SCHEMA:
+            self._db.execute(statement)
+        self._db.commit()
+
+    def enqueue(self, prepared: Prepared) -> None:
+        rows, contents = prepared
+        with self._db.cursor() as cursor:
+            columns = "id, state, due, sender, recipient, message_id"
+            with cursor.copy(f"COPY message ({columns}) FROM STDIN") as copy:
+                for id_, due, sender, recipient, message_id in rows:
+                    copy.write_row((id_, 0, due, sender, recipient, message_id))
+            with cursor.copy("COPY content (id, data) FROM STDIN") as copy:
+                for content in contents:
+                    copy.write_row(content)
+        self._db.commit()
+
+    def begin(self) -> None:
+        pass  # psycopg begins a transaction at the first statement
+
+    def commit(self) -> None:
+        self._db.commit()
+
+    def claim(self, size: int) -> list[Claimed]:
+        now = time.time()
+        rows = self._db.execute(
+            "UPDATE message SET state = 1, lease_until = %s, tries = tries + 1"
+            " WHERE id IN (SELECT id FROM message WHERE state = 0 AND due <= %s"
+            "  ORDER BY due LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, sender, recipient",
+            (now + _LEASE, now, size),
+        ).fetchall()
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        query = "SELECT id, data FROM content WHERE id = ANY(%s)"
+        data = dict(self._db.execute(query, (ids,)).fetchall())
+        return [(id_, sender, recipient, data[id_]) for id_, sender, recipient in rows]
+
+    def open(self, batch: list[Claimed]) -> None:
+        ids = [claimed[0] for claimed in batch]
+        self._db.execute(
+            "INSERT INTO attempt(id, message, started)"
+            " SELECT id, id, %s FROM unnest(%s::bigint[]) AS id",
+            (time.time(), ids),
+        )
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        ids = [id_ for id_, _, _ in outcomes]
+        replies = [reply for _, reply, _ in outcomes]
+        transcripts = [transcript for _, _, transcript in outcomes]
+        self._db.execute(
+            "UPDATE message m SET state = 2, lease_until = NULL, reply = v.reply, finished = %s"
+            " FROM unnest(%s::bigint[], %s::text[]) AS v(id, reply) WHERE m.id = v.id",
+            (time.time(), ids, replies),
+        )
+        self._db.execute(
+            "UPDATE attempt a SET outcome = 1, reply = v.reply, transcript = v.transcript"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, reply, transcript)"
+            " WHERE a.id = v.id",
+            (ids, replies, transcripts),
+        )
+
+    def sent(self) -> int:
+        row = self._db.execute("SELECT count(*) FROM message WHERE state = 2").fetchone()
+        self._db.commit()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def prepare(messages: list[MessageInput]) -> Prepared:
+    """Render every message (the product's ``render``): the rows the enqueue stores."""
+    now = time.time()
+    rows: list[tuple[Any, ...]] = []
+    contents: list[tuple[int, bytes]] = []
+    for index, message in enumerate(messages, start=1):
+        rendered = render(message, domain_for_id="acme.example")
+        due = now + index * 1e-6  # in the order given
+        rows.append(
+            (index, due, rendered.envelope_from, rendered.recipients[0], rendered.message_id)
+        )
+        contents.append((index, rendered.data))
+    return rows, contents
+
+
+class GroupCommit:
+    """Every request waiting when a transaction starts runs in it; one commit for all of them."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+
+    async def run(self, work: Callable[[], Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((work, future))
+        self._wake.set()
+        return await future
+
+    def _transaction(self, batch: list[Callable[[], Any]]) -> list[Any]:
+        self._store.begin()
+        results = [work() for work in batch]
+        self._store.commit()
+        return results
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            waiting, self._waiting = self._waiting, []
+            works = [work for work, _ in waiting]
+            if self._store.blocking:
+                results = await loop.run_in_executor(None, self._transaction, works)
+            else:  # SQLite: the statements here, only the commit's fsync on a thread
+                self._store.begin()
+                results = [work() for work in works]
+                await loop.run_in_executor(None, self._store.commit)
+            for (_, future), result in zip(waiting, results, strict=True):
+                future.set_result(result)
 
 
 class _Replies(asyncio.Protocol):
@@ -190,15 +338,15 @@ class _Replies(asyncio.Protocol):
         return taken
 
 
-async def _session(port: int, commits: GroupCommit, batch_size: int) -> int:
+async def _session(port: int, store: Store, commits: GroupCommit, batch_size: int) -> int:
     transport, replies = await asyncio.get_running_loop().create_connection(_Replies, HOST, port)
     await replies.take(1)
     transport.write(b"EHLO bench.acme.example\r\n")
     await replies.take(1)
     sent = 0
-    while batch := await commits.run(_claim(batch_size)):
-        await commits.run(_opened(batch))
-        results = []
+    while batch := await commits.run(lambda: store.claim(batch_size)):
+        await commits.run(lambda: store.open(batch))
+        outcomes: list[Outcome] = []
         for id_, sender, recipient, data in batch:
             envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
             transport.write(envelope.encode())
@@ -210,21 +358,21 @@ async def _session(port: int, commits: GroupCommit, batch_size: int) -> int:
             if final[:1] != b"2":
                 raise RuntimeError(f"refused: {final!r}")
             reply = final.decode("ascii", "replace")
-            results.append((id_, reply, f"> {envelope}< {answers!r}\n< {reply}"))
-        await commits.run(_settled(results))
-        sent += len(results)
+            outcomes.append((id_, reply, f"> {envelope}< {answers!r}\n< {reply}"))
+        await commits.run(lambda: store.settle(outcomes))  # noqa: B023 (awaited at once)
+        sent += len(outcomes)
     transport.write(b"QUIT\r\n")
     await replies.take(1)
     transport.close()
     return sent
 
 
-async def deliver(path: Path, port: int, sessions: int, batch_size: int) -> int:
-    commits = GroupCommit(_connect(path))
+async def deliver(store: Store, port: int, sessions: int, batch_size: int) -> int:
+    commits = GroupCommit(store)
     server = asyncio.create_task(commits.serve())
     try:
         counts = await asyncio.gather(
-            *(_session(port, commits, batch_size) for _ in range(sessions))
+            *(_session(port, store, commits, batch_size) for _ in range(sessions))
         )
     finally:
         server.cancel()
@@ -236,27 +384,47 @@ class Run:
     seconds: float
     enqueue_seconds: float
     cpu_seconds: float
+    server_seconds: float
 
 
-def one_run(port: int, count: int, sessions: int, batch_size: int) -> Run:
+def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int) -> Run:
     text = text_for_size()
     messages = [candidate_message(index, text) for index in range(count)]
-    with tempfile.TemporaryDirectory(prefix="mc-ceiling-") as directory:
-        path = Path(directory) / "queue.db"
-        database = _connect(path)
-        database.executescript(_SCHEMA)
-        cpu = time.process_time()
-        start = time.perf_counter()
-        enqueue(database, messages)
-        enqueued = time.perf_counter()
-        sent = asyncio.run(deliver(path, port, sessions, batch_size))
-        seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        done = database.execute("SELECT count(*) FROM message WHERE state = 2").fetchone()
-        database.close()
-    if sent != count or done[0] != count:
-        raise SystemExit(f"{sent} sent, {done[0]} marked sent, of {count}")
-    return Run(seconds, enqueued - start, cpu)
+    postgres = isinstance(store, PostgresStore)
+    server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
+    cpu = time.process_time()
+    start = time.perf_counter()
+    store.enqueue(prepare(messages))
+    enqueued = time.perf_counter()
+    sent = asyncio.run(deliver(store, sink.port, sessions, batch_size))
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    server = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server
+    done = store.sent()
+    if sent != count or done != count:
+        raise SystemExit(f"{sent} sent, {done} marked sent, of {count}")
+    return Run(seconds, enqueued - start, cpu, server)
+
+
+def _runs(database: str, sink: Sink, args: argparse.Namespace) -> list[tuple[str, Run]]:
+    results = []
+    for number in range(1, args.runs + 1):
+        if database == "SQLite":
+            with tempfile.TemporaryDirectory(prefix="mc-ceiling-") as directory:
+                store: Store = SqliteStore(Path(directory) / "queue.db")
+                run = one_run(store, sink, args.messages, args.sessions, args.batch)
+                store.close()
+        else:
+            with postgres_database() as url:
+                if url is None:
+                    return results
+                store = PostgresStore(url)
+                try:
+                    run = one_run(store, sink, args.messages, args.sessions, args.batch)
+                finally:
+                    store.close()
+        results.append((f"lean model, {database}, run {number}", run))
+    return results
 
 
 def main() -> None:
@@ -264,35 +432,39 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--batch", type=int, default=50, help="messages per claim")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="runs per database")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     args = parser.parse_args()
     count = args.messages
     sink = Sink()
     try:
         first = anchor(sink, count, args.sessions)
-        runs = [one_run(sink.port, count, args.sessions, args.batch) for _ in range(args.runs)]
+        runs = _runs("SQLite", sink, args)
+        if not args.no_postgres:
+            runs += _runs("PostgreSQL", sink, args)
         last = anchor(sink, count, args.sessions)
     finally:
         sink.stop()
     base = statistics.mean([first.rate, last.rate])
     print(machine())
     print(f"{count:,} messages of about 2 KB, {args.sessions} sessions, claims of {args.batch}")
-    columns = ("msgs/s", "x anchor", "enqueue/s", "delivery/s", "CPU µs")
-    print(
-        f"{'case':36} {columns[0]:>8} {columns[1]:>8} {columns[2]:>10} {columns[3]:>10}"
-        f" {columns[4]:>7}"
-    )
-    print(f"{'anchor before the model':36} {first.rate:8,.0f} {first.rate / base:8.2f}")
-    for number, run in enumerate(runs, start=1):
+    heads = ("msgs/s", "x anchor", "enqueue/s", "delivery/s", "client µs", "server µs")
+    print(f"{'case':32} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
+    print(f" {heads[4]:>9} {heads[5]:>9}")
+    print(f"{'anchor before the model':32} {first.rate:8,.0f} {first.rate / base:8.2f}")
+    for case, run in runs:
         rate = count / run.seconds
         delivery = count / (run.seconds - run.enqueue_seconds)
         print(
-            f"{'lean model, run ' + str(number):36} {rate:8,.0f} {rate / base:8.2f}"
-            f" {count / run.enqueue_seconds:10,.0f} {delivery:10,.0f}"
-            f" {run.cpu_seconds / count * 1e6:7.0f}"
+            f"{case:32} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
+            f" {delivery:10,.0f} {run.cpu_seconds / count * 1e6:9.0f}"
+            f" {run.server_seconds / count * 1e6:9.0f}"
         )
-    print(f"{'anchor after the model':36} {last.rate:8,.0f} {last.rate / base:8.2f}")
-    print("x anchor: against the mean of the two anchor runs; CPU: this process, per message")
+    print(f"{'anchor after the model':32} {last.rate:8,.0f} {last.rate / base:8.2f}")
+    print(
+        "x anchor: against the mean of the two anchor runs; CPU per message: the client is this"
+        " process, the server the sink (and PostgreSQL)"
+    )
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def _process_cpu(pid: int, *, children: bool = False) -> float:
     return ticks / TICK
 
 
-def _postgres_cpu() -> float:
+def postgres_cpu() -> float:
     """CPU seconds of the postgres server processes on this machine (the database's share),
     including backends that have exited: the postmaster, which waits for them, counts theirs.
     Every postgres process counts: autovacuum too, and another client's backends if one runs
@@ -410,7 +410,7 @@ def end_to_end(
         messages = [candidate_message(index, text) for index in range(count)]
         rendered = render(messages[0], domain_for_id="acme.example").size
         postgres = database == "PostgreSQL"
-        server_before = sink.cpu() + (_postgres_cpu() if postgres else 0.0)
+        server_before = sink.cpu() + (postgres_cpu() if postgres else 0.0)
         cpu_before = _self_cpu()
         start = time.perf_counter()
         enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
@@ -421,7 +421,7 @@ def end_to_end(
         sent = _sent(outbox)
         seconds = time.perf_counter() - start
         client_cpu = _self_cpu() - cpu_before
-        server_cpu = sink.cpu() + (_postgres_cpu() if postgres else 0.0) - server_before
+        server_cpu = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server_before
     finally:
         outbox.close()
     if sent != count or stats.sent != count:
@@ -472,7 +472,7 @@ def side_by_side(
         messages = [candidate_message(index, text) for index in range(count)]
         if url_given:
             time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
-        server_before = sink.cpu() + (_postgres_cpu() if url_given else 0.0)
+        server_before = sink.cpu() + (postgres_cpu() if url_given else 0.0)
         cpu_before = _self_cpu()
         start = time.perf_counter()
         for first in range(0, count, CHUNK):
@@ -499,7 +499,7 @@ def side_by_side(
         usage = _reaped(child, STOP_SECONDS)
         if url_given:
             time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
-        server_cpu = sink.cpu() + (_postgres_cpu() if url_given else 0.0) - server_before
+        server_cpu = sink.cpu() + (postgres_cpu() if url_given else 0.0) - server_before
     finally:
         if child is not None and child.returncode is None:
             child.kill()
@@ -728,7 +728,7 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
     try:
         tenant_id, connection_id = _filled(outbox, 2525, count)
         postgres = database == "PostgreSQL"
-        server_before = _postgres_cpu() if postgres else 0.0
+        server_before = postgres_cpu() if postgres else 0.0
         cpu_before = _self_cpu()
         start = time.perf_counter()
         done = 0
@@ -756,7 +756,7 @@ def records_floor(database: str, url: str, data_dir: Path, count: int) -> Row:
             done += len(batch)
         seconds = time.perf_counter() - start
         client_cpu = _self_cpu() - cpu_before
-        server_cpu = _postgres_cpu() - server_before if postgres else 0.0
+        server_cpu = postgres_cpu() - server_before if postgres else 0.0
     finally:
         outbox.close()
     if done != count:
@@ -840,7 +840,7 @@ def workers(
     command = [sys.executable, "-c", WORKER_COMMAND, "--once", "--no-guard", "--json"]
     command += ["--concurrency", str(sessions)]
     outputs = [(data_dir / f"worker{n}.out", data_dir / f"worker{n}.err") for n in range(processes)]
-    server_before = sink.cpu() + (_postgres_cpu() if url_given else 0.0)
+    server_before = sink.cpu() + (postgres_cpu() if url_given else 0.0)
     cpu = 0.0
     start = time.perf_counter()
     children = []
@@ -859,7 +859,7 @@ def workers(
     watch.stop()
     if url_given:
         time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
-    server_cpu = sink.cpu() + (_postgres_cpu() if url_given else 0.0) - server_before
+    server_cpu = sink.cpu() + (postgres_cpu() if url_given else 0.0) - server_before
     sent = 0
     for child, (out_file, err_file) in zip(children, outputs, strict=True):
         output = out_file.read_text()
