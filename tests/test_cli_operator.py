@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -669,6 +670,36 @@ def test_outbox_show_cancel_and_retry() -> None:
         result = run("outbox", command, "--tenant", "acme", "not-an-id", "--json")
         assert result.exit_code == 1
         assert as_json(result)["error"]["kind"] == "message"
+
+
+def test_outbox_purge_deletes_what_finished_before_the_cutoff(data_dir: Path) -> None:
+    add_tenant()
+    add_relay()
+    ids = [
+        as_json(run("send", "--tenant", "acme", "--to", f"r{n}@example.com", "--json"))["enqueued"][
+            0
+        ]["id"]
+        for n in range(3)
+    ]
+    for message in ids[:2]:
+        assert run("outbox", "cancel", "--tenant", "acme", message).exit_code == 0
+    with sqlite3.connect(data_dir / "mailconnect.db") as db:  # the first ended 40 days ago
+        db.execute(
+            "UPDATE mailconnect_messages SET finished_at = datetime('now', '-40 days')"
+            " WHERE id = ?",
+            (uuid.UUID(ids[0]).hex,),
+        )
+    counted = as_json(run("outbox", "purge", "--older-than", "30", "--dry-run", "--json"))
+    assert (counted["messages"], counted["dry_run"]) == (1, True)
+    purged = run("outbox", "purge", "--older-than", "30", "--tenant", "acme")
+    assert purged.exit_code == 0, purged.output
+    assert "Deleted 1 messages" in purged.stdout
+    left = as_json(run("outbox", "list", "--tenant", "acme", "--json"))["messages"]
+    assert sorted(m["id"] for m in left) == sorted(ids[1:])
+    assert run("outbox", "purge", "--older-than", "0").exit_code == 2
+    unknown = run("outbox", "purge", "--older-than", "30", "--tenant", "nobody", "--json")
+    assert unknown.exit_code == 1
+    assert as_json(unknown)["error"]["kind"] == "tenant"
 
 
 # --- end to end ---------------------------------------------------------------------------------

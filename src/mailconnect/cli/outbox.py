@@ -6,13 +6,15 @@ actions on it.
 Message-ID header (``<...@...>``) and shows the recipients and every attempt with the server's
 reply and the redacted transcript (no password, no body). ``retry`` queues a failed, expired,
 uncertain or held message again; ``cancel`` stops a queued, deferred or held one. A message in
-another state is refused with exit 2 naming the state; an unknown one exits 1.
+another state is refused with exit 2 naming the state; an unknown one exits 1. ``purge`` deletes
+the messages of every tenant (or of ``--tenant``) that finished more than ``--older-than`` days
+ago (:func:`mailconnect.outbox.purge_finished`).
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -29,12 +31,22 @@ from mailconnect.cli.tenants import (
     print_table,
 )
 from mailconnect.errors import ConfigurationError
-from mailconnect.outbox import MessageState, MessageView, cancel, get_message, list_messages, retry
+from mailconnect.outbox import (
+    MessageState,
+    MessageView,
+    cancel,
+    get_message,
+    list_messages,
+    purge_finished,
+    retry,
+)
 from mailconnect.settings import parse_choice
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The outbox: list and inspect messages, retry or cancel them.")
+app = typer.Typer(
+    help="The outbox: list and inspect messages, retry or cancel them, purge finished ones."
+)
 
 MessageArgument = Annotated[
     str,
@@ -234,6 +246,51 @@ def cancel_command(
             owner = find_tenant(session, tenant)
         view = cancel(outbox, owner.id, message)
     _done(view, "Cancelled", as_json)
+
+
+@app.command("purge")
+def purge_command(
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=1,
+            help="Delete messages that finished more than this many days ago.",
+        ),
+    ],
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant", metavar="TENANT", help="Only this tenant's messages (default: every one)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the messages, delete nothing.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete messages that finished (sent, partially_sent, failed, cancelled, expired) more than
+    DAYS ago, with their content, recipients and attempts. Unfinished and uncertain messages
+    are kept; a purged message's idempotency key can be used again."""
+    with operator_errors(as_json), open_store() as outbox:
+        tenant_id = None
+        if tenant is not None:
+            with outbox.reading() as session:
+                tenant_id = find_tenant(session, tenant).id
+        purged = purge_finished(
+            outbox, older_than=timedelta(days=older_than), tenant_id=tenant_id, dry_run=dry_run
+        )
+    if as_json:
+        emit_json(purged.as_dict())
+        return
+    before = purged.cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if dry_run:
+        console.print(f"{purged.messages} finished messages ended before {before}; none deleted.")
+    else:
+        console.print(
+            f"[green]✓ Deleted {purged.messages} messages[/] that finished before {before}."
+        )
 
 
 def _done(view: MessageView, verb: str, as_json: bool) -> None:

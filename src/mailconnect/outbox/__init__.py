@@ -21,7 +21,7 @@ States: :mod:`mailconnect.outbox.states`. Modules: ``box`` (:class:`Outbox`), ``
 ``claim`` (leases, recovery), ``policy`` (pure decisions), ``limits`` (shared rate and session
 limits), ``delivery`` (the SMTP session), ``datawatch`` (did the final "." leave?), ``records``
 (what an attempt writes), ``groupcommit`` (concurrent writes share a commit), ``worker``,
-``views``, ``manage``, ``wakeup`` (notifications).
+``views``, ``manage``, ``retention`` (purging finished messages), ``wakeup`` (notifications).
 """
 
 from mailconnect.outbox.box import DEFAULT_MAX_MESSAGE_SIZE, Outbox, Timeouts
@@ -29,6 +29,7 @@ from mailconnect.outbox.enqueue import Enqueued, EnqueueItem, enqueue, enqueue_m
 from mailconnect.outbox.limits import ConnectionLimits, resolve_limits
 from mailconnect.outbox.manage import cancel, release_held, retry
 from mailconnect.outbox.policy import RetryPolicy, Verdict
+from mailconnect.outbox.retention import PURGEABLE, Purged, purge_finished
 from mailconnect.outbox.states import CANCELLABLE, CLAIMABLE, RETRYABLE
 from mailconnect.outbox.views import (
     AttemptView,
@@ -54,6 +55,7 @@ __all__ = [
     "CLAIMABLE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_WINDOW",
+    "PURGEABLE",
     "RETRYABLE",
     "AttemptOutcome",
     "AttemptView",
@@ -64,6 +66,7 @@ __all__ = [
     "MessageState",
     "MessageView",
     "Outbox",
+    "Purged",
     "RecipientState",
     "RecipientView",
     "RetryPolicy",
@@ -78,6 +81,7 @@ __all__ = [
     "enqueue_many",
     "get_message",
     "list_messages",
+    "purge_finished",
     "release_held",
     "resolve_limits",
     "retry",

@@ -1,0 +1,177 @@
+"""Purging finished messages (mailconnect.outbox.purge_finished), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from tests.support.sinks import OutboxEnv, outbox_env, sqlite_env
+
+import mailconnect.outbox.retention as retention
+from mailconnect.errors import ConfigurationError
+from mailconnect.outbox import EnqueueItem, MessageState, enqueue, enqueue_many, purge_finished
+from mailconnect.store import create_tenant
+from mailconnect.store.models import Attempt, Message, MessageContent, MessageRecipient
+from mailconnect.store.states import AttemptOutcome
+from mailconnect.store.types import utcnow
+
+__all__ = ["outbox_env", "sqlite_env"]  # fixtures
+
+OLD = timedelta(days=100)
+KEEP = timedelta(days=90)
+
+
+def _stored(
+    env: OutboxEnv,
+    state: MessageState,
+    age: timedelta,
+    *,
+    tenant_id: uuid.UUID | None = None,
+    finished: bool = True,
+) -> uuid.UUID:
+    """A message of the tenant that reached ``state`` ``age`` ago, with an attempt row."""
+    tenant = tenant_id or env.tenant_id
+    message = enqueue(env.outbox, tenant_id=tenant, message=env.message())
+    when = utcnow() - age
+    with env.outbox.transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message.id)
+            .values(state=state, updated_at=when, finished_at=when if finished else None)
+        )
+        session.add(
+            Attempt(
+                tenant_id=tenant,
+                message_id=message.id,
+                number=1,
+                started_at=when,
+                outcome=AttemptOutcome.SENT,
+                transcript="< 250 ok",
+            )
+        )
+    return message.id
+
+
+def _left(env: OutboxEnv, ids: list[uuid.UUID]) -> dict[str, set[uuid.UUID]]:
+    """Which of these messages still have a row in each table."""
+    found: dict[str, set[uuid.UUID]] = {}
+    with env.outbox.reading() as session:
+        for name, column in (
+            ("messages", Message.id),
+            ("contents", MessageContent.message_id),
+            ("recipients", MessageRecipient.message_id),
+            ("attempts", Attempt.message_id),
+        ):
+            found[name] = set(session.scalars(select(column).where(column.in_(ids))))
+    return found
+
+
+def test_finished_messages_older_than_the_cutoff_go_with_everything_stored_for_them(
+    outbox_env: OutboxEnv,
+) -> None:
+    env = outbox_env
+    env.connection(25)
+    gone = [
+        _stored(env, state, OLD)
+        for state in (
+            MessageState.SENT,
+            MessageState.PARTIALLY_SENT,
+            MessageState.FAILED,
+            MessageState.CANCELLED,
+            MessageState.EXPIRED,
+        )
+    ]
+    gone.append(_stored(env, MessageState.SENT, OLD, finished=False))  # only updated_at
+    kept = [_stored(env, MessageState.SENT, timedelta(days=1))]
+    kept += [
+        _stored(env, state, OLD, finished=False)
+        for state in (
+            MessageState.QUEUED,
+            MessageState.SENDING,
+            MessageState.DEFERRED,
+            MessageState.HELD,
+            MessageState.UNCERTAIN,  # waits for a person's decision
+        )
+    ]
+    counted = purge_finished(env.outbox, older_than=KEEP, dry_run=True)
+    assert (counted.messages, counted.dry_run) == (len(gone), True)
+    assert _left(env, gone)["messages"] == set(gone)  # a dry run deletes nothing
+
+    purged = purge_finished(env.outbox, older_than=KEEP)
+
+    assert (purged.messages, purged.dry_run) == (len(gone), False)
+    assert abs(purged.cutoff - (utcnow() - KEEP)) < timedelta(minutes=1)
+    assert _left(env, gone) == {name: set() for name in _left(env, gone)}
+    assert _left(env, kept) == {name: set(kept) for name in _left(env, kept)}
+    assert purge_finished(env.outbox, older_than=KEEP).messages == 0
+
+
+def test_a_purge_of_one_tenant_leaves_the_others(outbox_env: OutboxEnv) -> None:
+    env = outbox_env
+    env.connection(25)
+    with env.outbox.transaction() as session:
+        other = create_tenant(session, external_id=f"other-{uuid.uuid4().hex[:6]}", name="Other")
+        other_id = other.id
+    env_other = OutboxEnv(env.outbox, other_id, env.url, env.keys)
+    env_other.connection(25)
+    mine = _stored(env, MessageState.SENT, OLD)
+    theirs = _stored(env, MessageState.SENT, OLD, tenant_id=other_id)
+
+    assert purge_finished(env.outbox, older_than=KEEP, tenant_id=other_id).messages == 1
+
+    assert _left(env, [mine, theirs])["messages"] == {mine}
+    assert purge_finished(env.outbox, older_than=KEEP).messages == 1
+    assert _left(env, [mine])["messages"] == set()
+
+
+def test_a_purge_larger_than_a_batch_deletes_every_one(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    env.connection(25)
+    monkeypatch.setattr(retention, "_BATCH", 3)
+    items = [EnqueueItem(env.message()) for _ in range(8)]
+    ids = [e.id for e in enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)]
+    when = utcnow() - OLD
+    with env.outbox.transaction() as session:
+        session.execute(
+            update(Message).values(state=MessageState.SENT, updated_at=when, finished_at=when)
+        )
+    assert purge_finished(env.outbox, older_than=KEEP).messages == 8
+    assert _left(env, ids)["messages"] == set()
+
+
+def test_the_idempotency_key_of_a_purged_message_is_free_again(sqlite_env: OutboxEnv) -> None:
+    env = sqlite_env
+    env.connection(25)
+    first = enqueue(
+        env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-7"
+    )
+    when = utcnow() - OLD
+    with env.outbox.transaction() as session:
+        session.execute(
+            update(Message).values(state=MessageState.SENT, updated_at=when, finished_at=when)
+        )
+    assert purge_finished(env.outbox, older_than=KEEP).messages == 1
+    again = enqueue(
+        env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-7"
+    )
+    assert again.created
+    assert again.id != first.id
+
+
+def test_the_age_is_checked_and_now_can_be_given(sqlite_env: OutboxEnv) -> None:
+    env = sqlite_env
+    env.connection(25)
+    with pytest.raises(ConfigurationError) as refused:
+        purge_finished(env.outbox, older_than=timedelta(days=-1))
+    assert refused.value.field == "older_than"
+    message = _stored(env, MessageState.SENT, timedelta(days=1))
+    later = datetime.now().astimezone() + timedelta(days=2)
+    purged = purge_finished(env.outbox, older_than=timedelta(days=2), now=later)
+    assert purged.messages == 1
+    assert purged.as_dict()["messages"] == 1
+    with env.outbox.reading() as session:
+        assert session.scalar(select(func.count()).where(Message.id == message)) == 0
