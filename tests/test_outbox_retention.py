@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
-from tests.support.sinks import OutboxEnv, outbox_env, sqlite_env
+from tests.support.sinks import OutboxEnv, make_env, outbox_env, sqlite_env
 
 import mailconnect.outbox.retention as retention
+from mailconnect.config import load_config
 from mailconnect.errors import ConfigurationError
-from mailconnect.outbox import EnqueueItem, MessageState, enqueue, enqueue_many, purge_finished
+from mailconnect.outbox import (
+    EnqueueItem,
+    MessageState,
+    Outbox,
+    enqueue,
+    enqueue_many,
+    purge_finished,
+)
 from mailconnect.store import create_tenant
 from mailconnect.store.models import Attempt, Message, MessageContent, MessageRecipient
 from mailconnect.store.states import AttemptOutcome
@@ -175,3 +184,42 @@ def test_the_age_is_checked_and_now_can_be_given(sqlite_env: OutboxEnv) -> None:
     assert purged.as_dict()["messages"] == 1
     with env.outbox.reading() as session:
         assert session.scalar(select(func.count()).where(Message.id == message)) == 0
+
+
+async def test_a_worker_purges_what_its_outbox_keeps_no_longer(tmp_path: Path) -> None:
+    env = make_env(f"sqlite:///{tmp_path / 'outbox.db'}", retention=KEEP)
+    try:
+        env.connection(25)
+        old = _stored(env, MessageState.SENT, OLD)
+        recent = _stored(env, MessageState.SENT, timedelta(days=1))
+        uncertain = _stored(env, MessageState.UNCERTAIN, OLD, finished=False)
+        await env.run()
+        assert _left(env, [old, recent, uncertain])["messages"] == {recent, uncertain}
+    finally:
+        env.outbox.close()
+
+
+async def test_without_a_retention_a_worker_keeps_every_message(sqlite_env: OutboxEnv) -> None:
+    env = sqlite_env
+    env.connection(25)
+    old = _stored(env, MessageState.SENT, timedelta(days=3650))
+    await env.run()
+    assert _left(env, [old])["messages"] == {old}
+
+
+def test_the_retention_comes_from_the_configuration_and_must_be_positive(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox.open(load_config(data_dir=tmp_path, retention_days="30"))
+    try:
+        assert outbox.retention == timedelta(days=30)
+        with pytest.raises(ConfigurationError) as refused:
+            Outbox(engine=outbox.engine, keyring=outbox.keyring, retention=timedelta(0))
+        assert refused.value.field == "retention"
+    finally:
+        outbox.close()
+    unset = Outbox.open(load_config(data_dir=tmp_path))
+    try:
+        assert unset.retention is None
+    finally:
+        unset.close()

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -61,7 +63,12 @@ PASSWORD = "s3cret-app-password-xyz"
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """No MAILCONNECT_* variable set, and the working directory in tmp_path."""
-    for name in ("MAILCONNECT_DATA_DIR", "MAILCONNECT_DATABASE_URL", "MAILCONNECT_SECRET_KEYS"):
+    for name in (
+        "MAILCONNECT_DATA_DIR",
+        "MAILCONNECT_DATABASE_URL",
+        "MAILCONNECT_SECRET_KEYS",
+        "MAILCONNECT_RETENTION_DAYS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
@@ -133,6 +140,11 @@ def test_database_urls_are_normalized(
         ("MAILCONNECT_SECRET_KEYS", "not-a-key", "key 1 of 1 is not a Fernet key"),
         ("MAILCONNECT_SECRET_KEYS", ",", "no key"),
         ("MAILCONNECT_DATA_DIR", "bad\x01dir", "not a usable path"),
+        ("MAILCONNECT_RETENTION_DAYS", "0", "at least one day"),
+        ("MAILCONNECT_RETENTION_DAYS", "-3", "not a whole number of days"),
+        ("MAILCONNECT_RETENTION_DAYS", "1.5", "not a whole number of days"),
+        ("MAILCONNECT_RETENTION_DAYS", "90d", "not a whole number of days"),
+        ("MAILCONNECT_RETENTION_DAYS", "\u00b2", "not a whole number of days"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -147,6 +159,27 @@ def test_invalid_values_name_the_variable(
     if variable == "MAILCONNECT_SECRET_KEYS":
         assert value not in str(caught.value) or value == ","
     assert "pw" not in str(caught.value)
+
+
+def test_retention_days_is_read_and_unset_keeps_everything(env: pytest.MonkeyPatch) -> None:
+    assert load_config().retention_days is None
+    env.setenv("MAILCONNECT_RETENTION_DAYS", " 90 ")
+    assert load_config().retention_days == 90
+    env.setenv("MAILCONNECT_RETENTION_DAYS", "")
+    assert load_config().retention_days is None
+
+
+@given(st.text(max_size=12) | st.from_regex(r"\s*[0-9]{1,6}\s*", fullmatch=True))
+def test_any_retention_text_is_a_day_count_or_an_error_naming_the_variable(text: str) -> None:
+    stripped = text.strip()
+    valid = stripped.isascii() and stripped.isdigit() and int(stripped) >= 1
+    try:
+        days = load_config(retention_days=text).retention_days
+    except ConfigurationError as exc:
+        assert exc.field == "MAILCONNECT_RETENTION_DAYS"
+        assert not valid
+    else:
+        assert days is None if text == "" else (valid and days == int(stripped))
 
 
 def test_data_dir_that_is_a_file_is_refused(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

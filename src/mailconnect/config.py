@@ -15,6 +15,9 @@ With no variable set, mailconnect runs embedded: everything lives in one data di
     Fernet keys separated by commas, the first encrypts and all decrypt (see
     :mod:`mailconnect.crypto`). Unset: the key file ``<data dir>/secret.key`` is used (created on
     first use).
+``MAILCONNECT_RETENTION_DAYS``
+    Unset: every message is kept. A whole number of days: workers purge the messages that
+    finished longer ago, once an hour (:func:`mailconnect.outbox.purge_finished`).
 
 An empty variable counts as unset. :func:`load_config` turns every invalid value into a
 :class:`~mailconnect.errors.ConfigurationError` naming the variable; no error repeats a secret.
@@ -61,6 +64,7 @@ class Config(BaseSettings):
     data_dir: Path = Field(default=DEFAULT_DATA_DIR)
     database_url: str = Field(default="", repr=False)
     secret_keys: SecretStr | None = None
+    retention_days: int | None = None
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -92,6 +96,26 @@ class Config(BaseSettings):
                 return value
             return URL.create("sqlite", database=str(data_dir / DATABASE_FILE)).render_as_string()
         return normalize_database_url(value)
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _check_retention_days(cls, value: Any) -> int | None:
+        if value is None or value == "":
+            return None
+        text = str(value).strip()
+        if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
+            raise ConfigurationError(
+                _variable("retention_days"),
+                "the retention is not a whole number of days",
+                "set it to a number of days such as 90, or unset it to keep every message",
+            )
+        if int(text) < 1:
+            raise ConfigurationError(
+                _variable("retention_days"),
+                "the retention must be at least one day",
+                "set it to a number of days such as 90, or unset it to keep every message",
+            )
+        return int(text)
 
     @field_validator("secret_keys", mode="after")
     @classmethod

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
@@ -224,8 +225,10 @@ class Outbox:
     and the :class:`~mailconnect.crypto.Keyring` that opens connection secrets, plus settings:
     ``retry`` (backoff and lifetime), ``timeouts`` (SMTP waits), ``max_message_size`` (octets,
     checked at enqueue), ``batch_size`` (messages a worker claims at once for one connection)
-    and ``poll_interval`` (seconds an idle worker waits before looking again, when no
-    notification wakes it earlier). ``configuration`` is what :meth:`open` was given (see
+    ``poll_interval`` (seconds an idle worker waits before looking again, when no
+    notification wakes it earlier) and ``retention`` (how long finished messages are kept:
+    workers purge older ones once an hour; None keeps them; :meth:`open` takes it from
+    ``MAILCONNECT_RETENTION_DAYS``). ``configuration`` is what :meth:`open` was given (see
     :attr:`config`); ``sessions`` makes ORM sessions on the engine (values stay loaded after
     commit).
     """
@@ -237,6 +240,7 @@ class Outbox:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     batch_size: int = 50
     poll_interval: float = 2.0
+    retention: timedelta | None = None
     configuration: Config | None = field(default=None, repr=False, compare=False)
     sessions: sessionmaker[Session] = field(init=False, repr=False, compare=False)
     # Read-only sessions: on SQLite ``BEGIN DEFERRED``, so they never take the write lock.
@@ -248,6 +252,12 @@ class Outbox:
                 "outbox",
                 "batch_size and max_message_size must be at least 1, poll_interval positive",
                 "use the defaults unless you measured otherwise",
+            )
+        if self.retention is not None and self.retention <= timedelta(0):
+            raise ConfigurationError(
+                "retention",
+                "the retention must be positive",
+                "give how long finished messages are kept, or None to keep them",
             )
         sessions = session_factory(self.engine)
         if self.engine.dialect.name == "sqlite":
@@ -267,6 +277,8 @@ class Outbox:
         config = config or load_config()
         keyring = load_keyring(config)
         engine = open_database(config.database_url)
+        if config.retention_days is not None:
+            options.setdefault("retention", timedelta(days=config.retention_days))
         return cls(engine=engine, keyring=keyring, configuration=config, **options)
 
     @property

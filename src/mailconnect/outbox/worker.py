@@ -78,6 +78,7 @@ from mailconnect.outbox.limits import (
 )
 from mailconnect.outbox.policy import Verdict
 from mailconnect.outbox.records import Outgoing, hold_connection, load_outgoing_many
+from mailconnect.outbox.retention import purge_finished
 from mailconnect.outbox.states import CLAIMABLE
 from mailconnect.outbox.wakeup import listen, register
 from mailconnect.smtp import TlsPolicy
@@ -97,6 +98,7 @@ __all__ = [
 _log = logging.getLogger("mailconnect.outbox")
 _T = TypeVar("_T")
 _PRUNE_SECONDS = 600.0
+_PURGE_SECONDS = 3600.0  # between two purges of finished messages (Outbox.retention)
 _NO_SLOT_RETRY = 1.0  # seconds before trying a mailbox whose session places were all taken
 _ERROR_PAUSE = 1.0
 # 4 (+2) threads kept the 50-session CLI worker ~6 MB smaller than 6 (+2) (fewer connections
@@ -274,6 +276,7 @@ class _Worker:
         self._recovery_lock = asyncio.Lock()
         self._last_recovery = float("-inf")
         self._last_prune = float("-inf")
+        self._last_purge = float("-inf")
         self._rng = random.Random()
         self.group = GroupCommit(outbox, self._executor)
         self.context = DeliveryContext(
@@ -392,6 +395,13 @@ class _Worker:
             if time.monotonic() - self._last_prune >= _PRUNE_SECONDS:
                 self._last_prune = time.monotonic()
                 await self.db(self.outbox.run, prune_rate_events, utcnow())
+            retention = self.outbox.retention
+            if retention is not None and time.monotonic() - self._last_purge >= _PURGE_SECONDS:
+                self._last_purge = time.monotonic()
+                purged = await self.db(purge_finished, self.outbox, older_than=retention)
+                if purged.messages:
+                    cutoff = purged.cutoff.isoformat(timespec="seconds")
+                    _log.info("purged %d messages that finished before %s", purged.messages, cutoff)
 
     async def _slot(self) -> None:
         while not self.stop.is_set():
