@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 from tests.support.sinks import OutboxEnv, make_env, outbox_env, sqlite_env
 
+import mailconnect.outbox.manage as manage
 import mailconnect.outbox.retention as retention
 from mailconnect.config import load_config
-from mailconnect.errors import ConfigurationError
+from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox import (
     EnqueueItem,
     MessageState,
@@ -23,10 +26,14 @@ from mailconnect.outbox import (
 )
 from mailconnect.store import create_tenant
 from mailconnect.store.models import Attempt, Message, MessageContent, MessageRecipient
+from mailconnect.store.service_models import DeliveryState, Webhook, WebhookDelivery
 from mailconnect.store.states import AttemptOutcome
 from mailconnect.store.types import utcnow
 
 __all__ = ["outbox_env", "sqlite_env"]  # fixtures
+
+# (the package's enqueue function hides its module's name)
+enqueue_module = importlib.import_module("mailconnect.outbox.enqueue")
 
 OLD = timedelta(days=100)
 KEEP = timedelta(days=90)
@@ -223,3 +230,89 @@ def test_the_retention_comes_from_the_configuration_and_must_be_positive(
         assert unset.retention is None
     finally:
         unset.close()
+
+
+def test_a_key_whose_message_is_purged_during_an_enqueue_is_inserted_again(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    env.connection(25)
+    first = enqueue(
+        env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-9"
+    )
+    lookup = enqueue_module._existing
+    calls: list[int] = []
+
+    def purged_meanwhile(session: Session, tenant_id: uuid.UUID, keys: list[str]) -> object:
+        # As a purge on PostgreSQL can: the row the insert conflicted with goes, then the
+        # lookup finds nothing.
+        if not calls:
+            session.execute(delete(Message).where(Message.id == first.id))
+        calls.append(len(keys))
+        return lookup(session, tenant_id, keys)
+
+    monkeypatch.setattr(enqueue_module, "_existing", purged_meanwhile)
+    again = enqueue(
+        env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-9"
+    )
+    assert again.created
+    assert again.id != first.id
+    assert calls[0] == 1  # the conflict was seen, then the message was inserted again
+
+
+def test_retrying_a_message_purged_meanwhile_says_it_is_gone(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    env.connection(25)
+    message = _stored(env, MessageState.FAILED, OLD)
+    find = manage.find_message
+
+    def found_then_purged(session: Session, tenant_id: uuid.UUID, reference: object) -> object:
+        found = find(session, tenant_id, reference)  # type: ignore[arg-type]
+        session.execute(delete(Message).where(Message.id == found))
+        return found
+
+    monkeypatch.setattr(manage, "find_message", found_then_purged)
+    for action in (manage.retry, manage.cancel):
+        with pytest.raises(NotFound) as gone:
+            action(env.outbox, env.tenant_id, message)
+        assert gone.value.kind == "message"
+
+
+def test_webhook_deliveries_that_ended_before_the_cutoff_go_too(outbox_env: OutboxEnv) -> None:
+    env = outbox_env
+    old, recent = utcnow() - OLD, utcnow() - timedelta(days=1)
+    with env.outbox.transaction() as session:
+        webhook = Webhook(
+            tenant_id=env.tenant_id,
+            url="https://hooks.acme.example/mail",
+            events="message.sent",
+            secret_ciphertext="not-used-here",
+        )
+        session.add(webhook)
+        session.flush()
+        deliveries = {
+            (state, age): WebhookDelivery(
+                tenant_id=env.tenant_id,
+                webhook_id=webhook.id,
+                event_id=uuid.uuid4(),
+                event_type="message.sent",
+                payload='{"to": ["ann@example.net"]}',
+                state=state,
+                updated_at=age,
+                delivered_at=age if state is DeliveryState.DELIVERED else None,
+            )
+            for state in DeliveryState
+            for age in (old, recent)
+        }
+        session.add_all(deliveries.values())
+        session.flush()
+        ids = {key: delivery.id for key, delivery in deliveries.items()}
+    counted = purge_finished(env.outbox, older_than=KEEP, dry_run=True)
+    assert (counted.messages, counted.webhook_deliveries) == (0, 2)
+    assert purge_finished(env.outbox, older_than=KEEP).webhook_deliveries == 2
+    with env.outbox.reading() as session:
+        left = set(session.scalars(select(WebhookDelivery.id)))
+    gone = {ids[(DeliveryState.DELIVERED, old)], ids[(DeliveryState.FAILED, old)]}
+    assert left == set(ids.values()) - gone  # pending ones stay, however old

@@ -140,7 +140,9 @@ def test_database_urls_are_normalized(
         ("MAILCONNECT_SECRET_KEYS", "not-a-key", "key 1 of 1 is not a Fernet key"),
         ("MAILCONNECT_SECRET_KEYS", ",", "no key"),
         ("MAILCONNECT_DATA_DIR", "bad\x01dir", "not a usable path"),
-        ("MAILCONNECT_RETENTION_DAYS", "0", "at least one day"),
+        ("MAILCONNECT_RETENTION_DAYS", "0", "must be 1 to 36500 days"),
+        ("MAILCONNECT_RETENTION_DAYS", "36501", "must be 1 to 36500 days"),
+        ("MAILCONNECT_RETENTION_DAYS", "9" * 5000, "must be 1 to 36500 days"),
         ("MAILCONNECT_RETENTION_DAYS", "-3", "not a whole number of days"),
         ("MAILCONNECT_RETENTION_DAYS", "1.5", "not a whole number of days"),
         ("MAILCONNECT_RETENTION_DAYS", "90d", "not a whole number of days"),
@@ -172,7 +174,7 @@ def test_retention_days_is_read_and_unset_keeps_everything(env: pytest.MonkeyPat
 @given(st.text(max_size=12) | st.from_regex(r"\s*[0-9]{1,6}\s*", fullmatch=True))
 def test_any_retention_text_is_a_day_count_or_an_error_naming_the_variable(text: str) -> None:
     stripped = text.strip()
-    valid = stripped.isascii() and stripped.isdigit() and int(stripped) >= 1
+    valid = stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= 36_500
     try:
         days = load_config(retention_days=text).retention_days
     except ConfigurationError as exc:

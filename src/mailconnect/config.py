@@ -43,6 +43,7 @@ PREFIX = "MAILCONNECT_"
 DEFAULT_DATA_DIR = Path("data")
 DATABASE_FILE = "mailconnect.db"
 KEY_FILE = "secret.key"
+MAX_RETENTION_DAYS = 36_500  # a hundred years
 
 
 def _variable(field: str) -> str:
@@ -106,13 +107,13 @@ class Config(BaseSettings):
         if isinstance(value, bool) or not (text.isascii() and text.isdigit()):
             raise ConfigurationError(
                 _variable("retention_days"),
-                "the retention is not a whole number of days",
+                f"the retention is not a whole number of days from 1 to {MAX_RETENTION_DAYS}",
                 "set it to a number of days such as 90, or unset it to keep every message",
             )
-        if int(text) < 1:
+        if len(text) > 12 or not 1 <= int(text) <= MAX_RETENTION_DAYS:  # (int() of no giant)
             raise ConfigurationError(
                 _variable("retention_days"),
-                "the retention must be at least one day",
+                f"the retention must be 1 to {MAX_RETENTION_DAYS} days",
                 "set it to a number of days such as 90, or unset it to keep every message",
             )
         return int(text)

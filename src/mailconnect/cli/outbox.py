@@ -40,6 +40,7 @@ from mailconnect.outbox import (
     purge_finished,
     retry,
 )
+from mailconnect.outbox.box import MAX_RETENTION
 from mailconnect.settings import parse_choice
 
 __all__ = ["app"]
@@ -256,6 +257,7 @@ def purge_command(
             "--older-than",
             metavar="DAYS",
             min=1,
+            max=MAX_RETENTION.days,
             help="Delete messages that finished more than this many days ago.",
         ),
     ],
@@ -285,12 +287,11 @@ def purge_command(
         emit_json(purged.as_dict())
         return
     before = purged.cutoff.strftime("%Y-%m-%d %H:%M:%S UTC")
+    counts = f"{purged.messages} messages and {purged.webhook_deliveries} webhook deliveries"
     if dry_run:
-        console.print(f"{purged.messages} finished messages ended before {before}; none deleted.")
+        console.print(f"{counts} ended before {before}; none deleted.")
     else:
-        console.print(
-            f"[green]✓ Deleted {purged.messages} messages[/] that finished before {before}."
-        )
+        console.print(f"[green]✓ Deleted {counts}[/] that ended before {before}.")
 
 
 def _done(view: MessageView, verb: str, as_json: bool) -> None:

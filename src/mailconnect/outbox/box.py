@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from mailconnect.config import Config, load_config
+from mailconnect.config import MAX_RETENTION_DAYS, Config, load_config
 from mailconnect.crypto import Keyring, load_keyring
 from mailconnect.errors import ConfigurationError
 from mailconnect.outbox.policy import RetryPolicy
@@ -30,10 +30,11 @@ _T = TypeVar("_T")
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 _TRANSIENT_RETRIES = 5
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Outbox", "Timeouts"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "MAX_RETENTION", "Outbox", "Timeouts"]
 
 # The catalogue has no per-provider size limits yet; Gmail's 25 MB is the common floor.
 DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024
+MAX_RETENTION = timedelta(days=MAX_RETENTION_DAYS)  # the cutoff stays a valid date
 
 # SQLite admits one writer at a time. Writers that wait for each other on a lock queue fairly
 # and wake soon; waiting inside SQLite's busy handler sleeps in coarse steps (up to 100 ms), so
@@ -253,10 +254,10 @@ class Outbox:
                 "batch_size and max_message_size must be at least 1, poll_interval positive",
                 "use the defaults unless you measured otherwise",
             )
-        if self.retention is not None and self.retention <= timedelta(0):
+        if self.retention is not None and not timedelta(0) < self.retention <= MAX_RETENTION:
             raise ConfigurationError(
                 "retention",
-                "the retention must be positive",
+                "the retention must be more than nothing and at most 100 years",
                 "give how long finished messages are kept, or None to keep them",
             )
         sessions = session_factory(self.engine)

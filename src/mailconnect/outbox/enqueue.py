@@ -81,6 +81,7 @@ _MAX_KEY = 255
 _MAX_SUBJECT = 998
 _PAUSE_GC_FROM = 1000  # items; see _gc_paused
 _ANALYZE_FROM = 100  # messages created by one call; see _analyze_if_stale
+_KEY_TRIES = 3  # see _insert_keyed
 _MESSAGE_TABLES = (
     "mailconnect_messages",
     "mailconnect_message_recipients",
@@ -94,6 +95,7 @@ WHERE oid IN (SELECT to_regclass(name) FROM unnest(CAST(:tables AS text[])) AS n
     reltuples < 0
     OR pg_relation_size(oid) > (2 * relpages::bigint + 8) * current_setting('block_size')::bigint
   )
+ORDER BY relname
 """
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
 
@@ -425,16 +427,12 @@ def _insert(
     created: set[uuid.UUID] = {row["id"] for row in plain}
     if plain:
         insert_many(session, table, plain)
-    if keyed:
-        insert = dialect_insert(session, table).on_conflict_do_nothing().returning(table.c.id)
-        created.update(session.execute(insert, keyed).scalars())
+    new_keyed, existing = _insert_keyed(session, tenant_id, keyed)
+    created |= new_keyed
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres and len(created) >= _ANALYZE_FROM:
         # Before the contents and recipients check their foreign keys against the messages.
         _analyze_if_stale(session, _MESSAGE_TABLES[:1])
-    existing = _existing(
-        session, tenant_id, [r["idempotency_key"] for r in keyed if r["id"] not in created]
-    )
     stored = [
         (p.row, p.rendered)
         for p in planned
@@ -479,6 +477,34 @@ def _insert(
     return results
 
 
+def _insert_keyed(
+    session: Session, tenant_id: uuid.UUID, keyed: list[dict[str, Any]]
+) -> tuple[set[uuid.UUID], dict[str | None, Enqueued]]:
+    """Insert the rows that have an idempotency key: the ids created, and for each key that
+    existed its message. A key whose message was deleted between the insert and the lookup (a
+    purge) is inserted again."""
+    if not keyed:
+        return set(), {}
+    table = table_of(Message)
+    insert = dialect_insert(session, table).on_conflict_do_nothing().returning(table.c.id)
+    created: set[uuid.UUID] = set()
+    existing: dict[str | None, Enqueued] = {}
+    waiting = keyed
+    for _ in range(_KEY_TRIES):
+        created.update(session.execute(insert, waiting).scalars())
+        refused = [row for row in waiting if row["id"] not in created]
+        existing.update(_existing(session, tenant_id, [row["idempotency_key"] for row in refused]))
+        waiting = [row for row in refused if row["idempotency_key"] not in existing]
+        if not waiting:
+            return created, existing
+    raise ConfigurationError(
+        "idempotency_key",
+        f"the message with the key {waiting[0]['idempotency_key']!r} was deleted again and "
+        "again while this one was enqueued",
+        "enqueue it again",
+    )
+
+
 def _analyze_if_stale(session: Session, tables: Sequence[str]) -> None:
     """ANALYZE those of ``tables`` whose statistics are missing or far behind their size.
 
@@ -489,11 +515,17 @@ def _analyze_if_stale(session: Session, tables: Sequence[str]) -> None:
     scale with the table: after a bulk load into a new database the worker's batch lookups took
     2-6 ms per batch of 50 instead of well under one, and ``mailconnect send --batch`` (chunks
     of 500 in one transaction) slowed from 2,779 to 339 messages/s by its 17th chunk. ANALYZE
-    inside the transaction counts its own new rows, and the plans made before are made again.
-    Autovacuum gathers statistics too, but only of committed rows, about a minute later.
+    inside the transaction counts its own new rows, and the plans made before are made again;
+    its lock lasts until the transaction ends, so a table another transaction is analyzing is
+    skipped. Autovacuum gathers statistics too, but only of committed rows, about a minute
+    later. (Statistics ANALYZE wrote stay if the transaction rolls back.)
     """
+    # SKIP_LOCKED (PostgreSQL 12+): the lock ANALYZE takes lasts until this transaction ends,
+    # and another enqueue's, or autovacuum's, would otherwise make this one wait for it.
+    version = session.get_bind().dialect.server_version_info or (0,)
+    option = "(SKIP_LOCKED) " if version >= (12,) else ""
     for table in session.scalars(text(_STALE), {"tables": list(tables)}).all():
-        session.execute(text(f'ANALYZE "{table}"'))
+        session.execute(text(f'ANALYZE {option}"{table}"'))
 
 
 def _existing(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailconnect.errors import ConfigurationError
+from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox.box import Outbox
 from mailconnect.outbox.states import CANCELLABLE, RETRYABLE
 from mailconnect.outbox.views import MessageView, find_message, get_message
@@ -35,10 +35,11 @@ def _refuse(state: MessageState, action: str, allowed: Collection[MessageState])
 
 
 def _current_state(session: Session, message_id: uuid.UUID) -> MessageState:
-    state = session.get(Message, message_id)
-    assert state is not None
-    session.refresh(state)
-    return state.state
+    """The message's state now; NotFound if it is gone (purged meanwhile)."""
+    state = session.scalar(select(Message.state).where(Message.id == message_id))
+    if state is None:
+        raise NotFound("message", message_id)
+    return state
 
 
 def retry(outbox: Outbox, tenant_id: uuid.UUID, message_id: uuid.UUID | str) -> MessageView:

@@ -4,13 +4,16 @@ The outbox keeps every message, its content, recipients and attempts (with trans
 it is purged: a log to look things up in, and personal data (candidates' addresses and the
 e-mails sent to them) that should not be kept longer than needed. A purge deletes messages that
 ended (``sent``, ``partially_sent``, ``failed``, ``cancelled``, ``expired``) before a cutoff,
-with everything stored for them (the foreign keys cascade). Messages that are not finished
-(``queued``, ``sending``, ``deferred``, ``held``) and ``uncertain`` ones, which wait for a
-person's decision, are never purged.
+with everything stored for them (the foreign keys cascade), and the service's webhook
+deliveries that ended before it (``delivered`` or ``failed``: their payloads name recipients
+and subjects). Messages that are not finished (``queued``, ``sending``, ``deferred``,
+``held``), ``uncertain`` ones, which wait for a person's decision, and pending webhook
+deliveries are never purged.
 
-Deletes run in batches, each its own short transaction: on SQLite a worker's writes wait for
-one batch at most, not for the whole purge. A message retried between a batch's choice and its
-delete is no longer finished, and the delete's own condition leaves it.
+Deletes run in batches, each its own short transaction that first chooses the rows and then
+deletes them by id: on SQLite a worker's writes wait for one batch at most, not for the whole
+purge. A message retried between a batch's choice and its delete is no longer finished, and the
+delete's own condition leaves it.
 
 After a purge the idempotency key of a purged message is free again: enqueueing with it creates
 a new message. Keep messages longer than any application retries an enqueue.
@@ -21,12 +24,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select
 
 from mailconnect.errors import ConfigurationError
-from mailconnect.outbox.box import Outbox
+from mailconnect.outbox.box import MAX_RETENTION, Outbox
 from mailconnect.store.models import Message
+from mailconnect.store.service_models import DeliveryState, WebhookDelivery
 from mailconnect.store.states import MessageState
 from mailconnect.store.types import utcnow
 
@@ -41,21 +46,24 @@ PURGEABLE = frozenset(
         MessageState.EXPIRED,
     }
 )
-_BATCH = 500  # messages per transaction
+_ENDED_DELIVERIES = (DeliveryState.DELIVERED, DeliveryState.FAILED)
+_BATCH = 500  # rows per transaction
 
 
 @dataclass(frozen=True, slots=True)
 class Purged:
-    """What a purge did: ``messages`` deleted (or, with ``dry_run``, that would be) that had
-    finished before ``cutoff``."""
+    """What a purge did: ``messages`` and ``webhook_deliveries`` deleted (or, with
+    ``dry_run``, that would be) that had ended before ``cutoff``."""
 
     messages: int
+    webhook_deliveries: int
     cutoff: datetime
     dry_run: bool
 
     def as_dict(self) -> dict[str, object]:
         return {
             "messages": self.messages,
+            "webhook_deliveries": self.webhook_deliveries,
             "cutoff": self.cutoff.isoformat(),
             "dry_run": self.dry_run,
         }
@@ -70,38 +78,69 @@ def purge_finished(
     now: datetime | None = None,
 ) -> Purged:
     """Delete the messages that finished more than ``older_than`` ago (of one tenant, or of
-    all), with their contents, recipients and attempts; see the module docstring.
+    all), with their contents, recipients and attempts, and the webhook deliveries that ended
+    as long ago; see the module docstring.
 
     ``dry_run`` counts them instead. ``now`` (timezone-aware) is for tests. Raises
-    :class:`~mailconnect.errors.ConfigurationError` for a negative ``older_than``.
+    :class:`~mailconnect.errors.ConfigurationError` for an ``older_than`` below zero or above
+    100 years.
     """
-    if older_than < timedelta(0):
+    if not timedelta(0) <= older_than <= MAX_RETENTION:
         raise ConfigurationError(
             "older_than",
-            "the age must not be negative",
+            "the age must be between 0 and 100 years",
             "give how long finished messages are kept, such as 90 days",
         )
     cutoff = (now or utcnow()) - older_than
-    condition = _purgeable(cutoff, tenant_id)
+    messages = _messages(cutoff, tenant_id)
+    deliveries = _deliveries(cutoff, tenant_id)
     if dry_run:
-        with outbox.reading() as session:
-            count = session.scalar(select(func.count()).select_from(Message).where(condition))
-        return Purged(int(count or 0), cutoff, dry_run=True)
-    chosen = select(Message.id).where(condition).limit(_BATCH).scalar_subquery()
-    statement = delete(Message).where(Message.id.in_(chosen), condition)
-    total = 0
-    while True:
-        with outbox.transaction() as session:
-            deleted = int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
-        total += deleted
-        if deleted < _BATCH:
-            return Purged(total, cutoff, dry_run=False)
+        return Purged(
+            _count(outbox, Message, messages),
+            _count(outbox, WebhookDelivery, deliveries),
+            cutoff,
+            dry_run=True,
+        )
+    return Purged(
+        _delete(outbox, Message, messages),
+        _delete(outbox, WebhookDelivery, deliveries),
+        cutoff,
+        dry_run=False,
+    )
 
 
-def _purgeable(cutoff: datetime, tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
+def _messages(cutoff: datetime, tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
     # updated_at stands in where a final state was reached without finished_at being set.
     ended = func.coalesce(Message.finished_at, Message.updated_at)
     condition = Message.state.in_(PURGEABLE) & (ended < cutoff)
     if tenant_id is not None:
         condition = condition & (Message.tenant_id == tenant_id)
     return condition
+
+
+def _deliveries(cutoff: datetime, tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
+    ended = func.coalesce(WebhookDelivery.delivered_at, WebhookDelivery.updated_at)
+    condition = WebhookDelivery.state.in_(_ENDED_DELIVERIES) & (ended < cutoff)
+    if tenant_id is not None:
+        condition = condition & (WebhookDelivery.tenant_id == tenant_id)
+    return condition
+
+
+def _count(outbox: Outbox, model: Any, condition: ColumnElement[bool]) -> int:
+    with outbox.reading() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(condition)) or 0)
+
+
+def _delete(outbox: Outbox, model: Any, condition: ColumnElement[bool]) -> int:
+    """Delete the rows ``condition`` holds for, _BATCH per transaction: chosen first, then
+    deleted by id with the condition checked again (a row changed meanwhile stays)."""
+    choose = select(model.id).where(condition).limit(_BATCH)
+    total = 0
+    while True:
+        with outbox.transaction() as session:
+            ids = list(session.scalars(choose))
+            if ids:
+                result = session.execute(delete(model).where(model.id.in_(ids), condition))
+                total += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if len(ids) < _BATCH:
+            return total

@@ -276,7 +276,6 @@ class _Worker:
         self._recovery_lock = asyncio.Lock()
         self._last_recovery = float("-inf")
         self._last_prune = float("-inf")
-        self._last_purge = float("-inf")
         self._rng = random.Random()
         self.group = GroupCommit(outbox, self._executor)
         self.context = DeliveryContext(
@@ -339,6 +338,8 @@ class _Worker:
                         asyncio.create_task(listen(self.outbox.engine, self.wake, self.finished))
                     )
                 helpers.append(asyncio.create_task(self._heartbeat()))
+                if self.outbox.retention is not None and not self.once:
+                    helpers.append(asyncio.create_task(self._purging()))
                 await self._recover(force=True)
                 slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
                 try:
@@ -347,6 +348,8 @@ class _Worker:
                     self.stop.set()
                     await asyncio.gather(*slots, return_exceptions=True)
                     raise
+                if self.outbox.retention is not None and self.once:
+                    await self._purge()
         finally:
             self.finished.set()
             for task in helpers:
@@ -373,6 +376,32 @@ class _Worker:
             except Exception:
                 _log.exception("renewing the leases failed; retrying")
 
+    async def _purging(self) -> None:
+        """Purge at the start, then every _PURGE_SECONDS: beside the deliveries (its batches
+        take their turns with the other writes), not in their way."""
+        while not self.finished.is_set():
+            await self._purge()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.finished.wait(), timeout=_PURGE_SECONDS)
+
+    async def _purge(self) -> None:
+        """One purge of finished messages past the outbox's retention; a failure is logged
+        (deliveries go on) and the next purge tries again."""
+        retention = self.outbox.retention
+        assert retention is not None
+        try:
+            purged = await self.db(purge_finished, self.outbox, older_than=retention)
+        except Exception:
+            _log.exception("purging finished messages failed; the next purge tries again")
+            return
+        if purged.messages or purged.webhook_deliveries:
+            _log.info(
+                "purged %d messages and %d webhook deliveries that ended before %s",
+                purged.messages,
+                purged.webhook_deliveries,
+                purged.cutoff.isoformat(timespec="seconds"),
+            )
+
     async def _recover(self, *, force: bool = False) -> None:
         interval = min(5.0, self.lease_seconds / 2)
         if not force and time.monotonic() - self._last_recovery < interval:
@@ -395,13 +424,6 @@ class _Worker:
             if time.monotonic() - self._last_prune >= _PRUNE_SECONDS:
                 self._last_prune = time.monotonic()
                 await self.db(self.outbox.run, prune_rate_events, utcnow())
-            retention = self.outbox.retention
-            if retention is not None and time.monotonic() - self._last_purge >= _PURGE_SECONDS:
-                self._last_purge = time.monotonic()
-                purged = await self.db(purge_finished, self.outbox, older_than=retention)
-                if purged.messages:
-                    cutoff = purged.cutoff.isoformat(timespec="seconds")
-                    _log.info("purged %d messages that finished before %s", purged.messages, cutoff)
 
     async def _slot(self) -> None:
         while not self.stop.is_set():
