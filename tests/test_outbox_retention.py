@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import uuid
 from datetime import datetime, timedelta
@@ -142,12 +143,9 @@ def test_a_purge_of_one_tenant_leaves_the_others(outbox_env: OutboxEnv) -> None:
     assert _left(env, [mine])["messages"] == set()
 
 
-def test_a_purge_larger_than_a_batch_deletes_every_one(
-    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = sqlite_env
+def _eight_sent_long_ago(env: OutboxEnv) -> list[uuid.UUID]:
+    """Eight messages of the tenant, all sent OLD ago."""
     env.connection(25)
-    monkeypatch.setattr(retention, "_BATCH", 3)
     items = [EnqueueItem(env.message()) for _ in range(8)]
     ids = [e.id for e in enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)]
     when = utcnow() - OLD
@@ -155,6 +153,15 @@ def test_a_purge_larger_than_a_batch_deletes_every_one(
         session.execute(
             update(Message).values(state=MessageState.SENT, updated_at=when, finished_at=when)
         )
+    return ids
+
+
+def test_a_purge_larger_than_a_batch_deletes_every_one(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    monkeypatch.setattr(retention, "_BATCH", 3)
+    ids = _eight_sent_long_ago(env)
     assert purge_finished(env.outbox, older_than=KEEP).messages == 8
     assert _left(env, ids)["messages"] == set()
 
@@ -316,3 +323,47 @@ def test_webhook_deliveries_that_ended_before_the_cutoff_go_too(outbox_env: Outb
         left = set(session.scalars(select(WebhookDelivery.id)))
     gone = {ids[(DeliveryState.DELIVERED, old)], ids[(DeliveryState.FAILED, old)]}
     assert left == set(ids.values()) - gone  # pending ones stay, however old
+
+
+def test_a_purge_told_to_stop_ends_after_the_batch_under_way(
+    sqlite_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = sqlite_env
+    monkeypatch.setattr(retention, "_BATCH", 3)
+    ids = _eight_sent_long_ago(env)
+    asked: list[int] = []
+
+    def stopping() -> bool:
+        asked.append(1)
+        return True
+
+    first = purge_finished(env.outbox, older_than=KEEP, stopping=stopping)
+    assert (first.messages, first.webhook_deliveries) == (3, 0)
+    assert asked  # asked after the first batch, and told to stop
+    assert len(_left(env, ids)["messages"]) == 5
+    assert purge_finished(env.outbox, older_than=KEEP).messages == 5  # the next goes on
+
+
+async def test_a_once_worker_told_to_stop_does_not_purge(tmp_path: Path) -> None:
+    env = make_env(f"sqlite:///{tmp_path / 'outbox.db'}", retention=KEEP)
+    try:
+        env.connection(25)
+        old = _stored(env, MessageState.SENT, OLD)
+        stop = asyncio.Event()
+        stop.set()
+        await env.run(stop=stop)
+        assert _left(env, [old])["messages"] == {old}
+    finally:
+        env.outbox.close()
+
+
+def test_ages_that_are_not_timedeltas_are_refused_naming_the_field(
+    sqlite_env: OutboxEnv,
+) -> None:
+    with pytest.raises(ConfigurationError) as purge:
+        purge_finished(sqlite_env.outbox, older_than=90)  # type: ignore[arg-type]
+    assert purge.value.field == "older_than"
+    outbox = sqlite_env.outbox
+    with pytest.raises(ConfigurationError) as box:
+        Outbox(engine=outbox.engine, keyring=outbox.keyring, retention=90)  # type: ignore[arg-type]
+    assert box.value.field == "retention"

@@ -225,13 +225,13 @@ class Outbox:
     Holds a synchronous SQLAlchemy :class:`~sqlalchemy.Engine` (SQLite or PostgreSQL, migrated)
     and the :class:`~mailconnect.crypto.Keyring` that opens connection secrets, plus settings:
     ``retry`` (backoff and lifetime), ``timeouts`` (SMTP waits), ``max_message_size`` (octets,
-    checked at enqueue), ``batch_size`` (messages a worker claims at once for one connection)
+    checked at enqueue), ``batch_size`` (messages a worker claims at once for one connection),
     ``poll_interval`` (seconds an idle worker waits before looking again, when no
     notification wakes it earlier) and ``retention`` (how long finished messages are kept:
-    workers purge older ones once an hour; None keeps them; :meth:`open` takes it from
-    ``MAILCONNECT_RETENTION_DAYS``). ``configuration`` is what :meth:`open` was given (see
-    :attr:`config`); ``sessions`` makes ORM sessions on the engine (values stay loaded after
-    commit).
+    workers purge older ones at their start and then hourly, a ``once`` worker after its
+    deliveries; None keeps them; :meth:`open` takes it from ``MAILCONNECT_RETENTION_DAYS``).
+    ``configuration`` is what :meth:`open` was given (see :attr:`config`); ``sessions`` makes
+    ORM sessions on the engine (values stay loaded after commit).
     """
 
     engine: Engine
@@ -254,10 +254,13 @@ class Outbox:
                 "batch_size and max_message_size must be at least 1, poll_interval positive",
                 "use the defaults unless you measured otherwise",
             )
-        if self.retention is not None and not timedelta(0) < self.retention <= MAX_RETENTION:
+        retention = self.retention
+        if retention is not None and not (
+            isinstance(retention, timedelta) and timedelta(0) < retention <= MAX_RETENTION
+        ):
             raise ConfigurationError(
                 "retention",
-                "the retention must be more than nothing and at most 100 years",
+                "the retention must be a timedelta of more than nothing and at most 100 years",
                 "give how long finished messages are kept, or None to keep them",
             )
         sessions = session_factory(self.engine)

@@ -22,6 +22,7 @@ a new message. Keep messages longer than any application retries an enqueue.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,19 +77,22 @@ def purge_finished(
     tenant_id: uuid.UUID | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> Purged:
     """Delete the messages that finished more than ``older_than`` ago (of one tenant, or of
     all), with their contents, recipients and attempts, and the webhook deliveries that ended
     as long ago; see the module docstring.
 
-    ``dry_run`` counts them instead. ``now`` (timezone-aware) is for tests. Raises
-    :class:`~mailconnect.errors.ConfigurationError` for an ``older_than`` below zero or above
-    100 years.
+    ``dry_run`` counts them instead. ``stopping`` is asked between batches: when it answers
+    True the purge ends there (what it deleted so far is counted; the next purge goes on).
+    ``now`` (timezone-aware) is for tests. Raises
+    :class:`~mailconnect.errors.ConfigurationError` for an ``older_than`` that is not a
+    timedelta from zero to 100 years.
     """
-    if not timedelta(0) <= older_than <= MAX_RETENTION:
+    if not isinstance(older_than, timedelta) or not timedelta(0) <= older_than <= MAX_RETENTION:
         raise ConfigurationError(
             "older_than",
-            "the age must be between 0 and 100 years",
+            "the age must be a timedelta from 0 to 100 years",
             "give how long finished messages are kept, such as 90 days",
         )
     cutoff = (now or utcnow()) - older_than
@@ -101,9 +105,10 @@ def purge_finished(
             cutoff,
             dry_run=True,
         )
+    stop = stopping or _never
     return Purged(
-        _delete(outbox, Message, messages),
-        _delete(outbox, WebhookDelivery, deliveries),
+        _delete(outbox, Message, messages, stop),
+        0 if stop() else _delete(outbox, WebhookDelivery, deliveries, stop),
         cutoff,
         dry_run=False,
     )
@@ -131,9 +136,16 @@ def _count(outbox: Outbox, model: Any, condition: ColumnElement[bool]) -> int:
         return int(session.scalar(select(func.count()).select_from(model).where(condition)) or 0)
 
 
-def _delete(outbox: Outbox, model: Any, condition: ColumnElement[bool]) -> int:
+def _never() -> bool:
+    return False
+
+
+def _delete(
+    outbox: Outbox, model: Any, condition: ColumnElement[bool], stop: Callable[[], bool]
+) -> int:
     """Delete the rows ``condition`` holds for, _BATCH per transaction: chosen first, then
-    deleted by id with the condition checked again (a row changed meanwhile stays)."""
+    deleted by id with the condition checked again (a row changed meanwhile stays); until none
+    is left or ``stop()``."""
     choose = select(model.id).where(condition).limit(_BATCH)
     total = 0
     while True:
@@ -142,5 +154,5 @@ def _delete(outbox: Outbox, model: Any, condition: ColumnElement[bool]) -> int:
             if ids:
                 result = session.execute(delete(model).where(model.id.in_(ids), condition))
                 total += int(result.rowcount or 0)  # type: ignore[attr-defined]
-        if len(ids) < _BATCH:
+        if len(ids) < _BATCH or stop():
             return total

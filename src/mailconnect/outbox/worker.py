@@ -348,7 +348,7 @@ class _Worker:
                     self.stop.set()
                     await asyncio.gather(*slots, return_exceptions=True)
                     raise
-                if self.outbox.retention is not None and self.once:
+                if self.outbox.retention is not None and self.once and not self.stop.is_set():
                     await self._purge()
         finally:
             self.finished.set()
@@ -378,11 +378,11 @@ class _Worker:
 
     async def _purging(self) -> None:
         """Purge at the start, then every _PURGE_SECONDS: beside the deliveries (its batches
-        take their turns with the other writes), not in their way."""
-        while not self.finished.is_set():
+        take their turns with the other writes), not in their way; none once told to stop."""
+        while not self.stop.is_set():
             await self._purge()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.finished.wait(), timeout=_PURGE_SECONDS)
+                await asyncio.wait_for(self.stop.wait(), timeout=_PURGE_SECONDS)
 
     async def _purge(self) -> None:
         """One purge of finished messages past the outbox's retention; a failure is logged
@@ -390,7 +390,11 @@ class _Worker:
         retention = self.outbox.retention
         assert retention is not None
         try:
-            purged = await self.db(purge_finished, self.outbox, older_than=retention)
+            # Asked between batches: a stop does not wait for a long purge (the executor's
+            # shutdown waits for the batch under way only).
+            purged = await self.db(
+                purge_finished, self.outbox, older_than=retention, stopping=self.stop.is_set
+            )
         except Exception:
             _log.exception("purging finished messages failed; the next purge tries again")
             return
