@@ -22,22 +22,28 @@ dropped   SQLAlchemy (plain ``sqlite3`` and ``psycopg``); UUIDs, tenants and con
           explanation; events, metrics, redaction.
 
 The anchor (``smtp-source``, C) runs into the same ``smtp-sink`` before and after the model's
-runs. Every run enqueues then delivers, as the end-to-end rows of ``throughput.py`` do; the
-client CPU is this process's, the server CPU the sink's and PostgreSQL's. PostgreSQL is a fresh
-database on 127.0.0.1:5432 (``MAILCONNECT_BENCH_POSTGRES_URL``), dropped afterwards.
+runs. Each database has two kinds of run: in 1 process, the enqueue then the delivery, as the
+end-to-end rows of ``throughput.py``; in 2 processes, the enqueue in chunks of 1,000 while a
+forked process delivers, as its "enqueue beside the worker" rows. The client CPU is this
+process's (plus the delivering one's), the server CPU the sink's and PostgreSQL's.
+PostgreSQL is a fresh database on 127.0.0.1:5432 (``MAILCONNECT_BENCH_POSTGRES_URL``), dropped
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import sqlite3
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +120,12 @@ class Store:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for pragma in ("busy_timeout = 10000", "journal_mode = WAL", "synchronous = FULL"):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(_SQLITE_SCHEMA)
+        if create:
+            self._db.executescript(_SQLITE_SCHEMA)
 
     def enqueue(self, prepared: Prepared) -> None:
         rows, contents = prepared
@@ -180,12 +187,13 @@ class SqliteStore(Store):
 class PostgresStore(Store):
     blocking = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
         self._db = psycopg.connect(conninfo)
-        for statement in _POSTGRES_SCHEMA:
-            self._db.execute(statement)
-        self._db.commit()
+        if create:
+            for statement in _POSTGRES_SCHEMA:
+                self._db.execute(statement)
+            self._db.commit()
 
     def enqueue(self, prepared: Prepared) -> None:
         rows, contents = prepared
@@ -254,12 +262,12 @@ class PostgresStore(Store):
         self._db.close()
 
 
-def prepare(messages: list[MessageInput]) -> Prepared:
+def prepare(messages: list[MessageInput], first_id: int = 1) -> Prepared:
     """Render every message (the product's ``render``): the rows the enqueue stores."""
     now = time.time()
     rows: list[tuple[Any, ...]] = []
     contents: list[tuple[int, bytes]] = []
-    for index, message in enumerate(messages, start=1):
+    for index, message in enumerate(messages, start=first_id):
         rendered = render(message, domain_for_id="acme.example")
         due = now + index * 1e-6  # in the order given
         rows.append(
@@ -406,24 +414,88 @@ def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int
     return Run(seconds, enqueued - start, cpu, server)
 
 
-def _runs(database: str, sink: Sink, args: argparse.Namespace) -> list[tuple[str, Run]]:
+def _deliver_all(
+    database: str, where: str, port: int, args: argparse.Namespace, cpu: Queue[float]
+) -> None:
+    """The delivering process of a two-process run: deliver until every message is sent."""
+    store: Store = (
+        SqliteStore(Path(where), create=False)
+        if database == "SQLite"
+        else PostgresStore(where, create=False)
+    )
+    start = time.process_time()
+
+    async def run() -> None:
+        sent = 0
+        while sent < args.messages:
+            delivered = await deliver(store, port, args.sessions, args.batch)
+            sent += delivered
+            if not delivered:  # the enqueue is ahead: look again soon
+                await asyncio.sleep(0.005)
+
+    asyncio.run(run())
+    store.close()
+    cpu.put(time.process_time() - start)
+
+
+def two_processes(
+    database: str, store: Store, where: str, sink: Sink, args: argparse.Namespace
+) -> Run:
+    """The enqueue here, in chunks of 1,000 (each durable), while a second process delivers
+    (started after the first chunk): the clock stops when every message is sent."""
+    count = args.messages
+    text = text_for_size()
+    messages = [candidate_message(index, text) for index in range(count)]
+    postgres = database == "PostgreSQL"
+    server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
+    cpu = time.process_time()
+    context = multiprocessing.get_context("fork")  # (no threads yet: the event loop is not)
+    reported: Queue[float] = context.Queue()
+    child = None
+    start = time.perf_counter()
+    for first in range(0, count, 1000):
+        store.enqueue(prepare(messages[first : first + 1000], first_id=first + 1))
+        if child is None:
+            target_args = (database, where, sink.port, args, reported)
+            child = context.Process(target=_deliver_all, args=target_args)
+            child.start()
+    enqueued = time.perf_counter()
+    child_cpu = reported.get(timeout=600)
+    seconds = time.perf_counter() - start
+    assert child is not None
+    child.join()
+    cpu = time.process_time() - cpu + child_cpu
+    if postgres:
+        time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
+    server = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server
+    done = store.sent()
+    if done != count:
+        raise SystemExit(f"{database}, two processes: {done} marked sent, of {count}")
+    return Run(seconds, enqueued - start, cpu, server)
+
+
+def _runs(
+    database: str, sink: Sink, args: argparse.Namespace, *, side_by_side: bool = False
+) -> list[tuple[str, Run]]:
     results = []
     for number in range(1, args.runs + 1):
-        if database == "SQLite":
-            with tempfile.TemporaryDirectory(prefix="mc-ceiling-") as directory:
-                store: Store = SqliteStore(Path(directory) / "queue.db")
-                run = one_run(store, sink, args.messages, args.sessions, args.batch)
-                store.close()
-        else:
-            with postgres_database() as url:
+        with contextlib.ExitStack() as stack:
+            if database == "SQLite":
+                directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="mc-ceiling-"))
+                where = str(Path(directory) / "queue.db")
+                store: Store = SqliteStore(Path(where))
+            else:
+                url = stack.enter_context(postgres_database())
                 if url is None:
                     return results
-                store = PostgresStore(url)
-                try:
-                    run = one_run(store, sink, args.messages, args.sessions, args.batch)
-                finally:
-                    store.close()
-        results.append((f"lean model, {database}, run {number}", run))
+                where, store = url, PostgresStore(url)
+            stack.callback(store.close)
+            if side_by_side:
+                run = two_processes(database, store, where, sink, args)
+            else:
+                run = one_run(store, sink, args.messages, args.sessions, args.batch)
+        kind = "2 processes" if side_by_side else "1 process"
+        results.append((f"lean model, {database}, {kind}, run {number}", run))
     return results
 
 
@@ -439,9 +511,10 @@ def main() -> None:
     sink = Sink()
     try:
         first = anchor(sink, count, args.sessions)
-        runs = _runs("SQLite", sink, args)
-        if not args.no_postgres:
-            runs += _runs("PostgreSQL", sink, args)
+        runs = []
+        for database in ("SQLite",) if args.no_postgres else ("SQLite", "PostgreSQL"):
+            runs += _runs(database, sink, args)
+            runs += _runs(database, sink, args, side_by_side=True)
         last = anchor(sink, count, args.sessions)
     finally:
         sink.stop()
@@ -449,21 +522,22 @@ def main() -> None:
     print(machine())
     print(f"{count:,} messages of about 2 KB, {args.sessions} sessions, claims of {args.batch}")
     heads = ("msgs/s", "x anchor", "enqueue/s", "delivery/s", "client µs", "server µs")
-    print(f"{'case':32} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
+    print(f"{'case':44} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
     print(f" {heads[4]:>9} {heads[5]:>9}")
-    print(f"{'anchor before the model':32} {first.rate:8,.0f} {first.rate / base:8.2f}")
+    print(f"{'anchor before the model':44} {first.rate:8,.0f} {first.rate / base:8.2f}")
     for case, run in runs:
         rate = count / run.seconds
         delivery = count / (run.seconds - run.enqueue_seconds)
         print(
-            f"{case:32} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
+            f"{case:44} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
             f" {delivery:10,.0f} {run.cpu_seconds / count * 1e6:9.0f}"
             f" {run.server_seconds / count * 1e6:9.0f}"
         )
-    print(f"{'anchor after the model':32} {last.rate:8,.0f} {last.rate / base:8.2f}")
+    print(f"{'anchor after the model':44} {last.rate:8,.0f} {last.rate / base:8.2f}")
     print(
         "x anchor: against the mean of the two anchor runs; CPU per message: the client is this"
-        " process, the server the sink (and PostgreSQL)"
+        " process (and the delivering one), the server the sink (and PostgreSQL); 2 processes:"
+        " enqueue/s is until the last chunk, delivery/s the rest"
     )
 
 
