@@ -16,8 +16,9 @@ With no variable set, mailconnect runs embedded: everything lives in one data di
     :mod:`mailconnect.crypto`). Unset: the key file ``<data dir>/secret.key`` is used (created on
     first use).
 ``MAILCONNECT_RETENTION_DAYS``
-    Unset: every message is kept. A whole number of days: workers purge the messages that
-    finished longer ago, once an hour (:func:`mailconnect.outbox.purge_finished`).
+    Unset: every message is kept. A whole number of days (1 to 36500): workers purge the
+    messages that finished longer ago at their start and then hourly
+    (:func:`mailconnect.outbox.purge_finished`).
 
 An empty variable counts as unset. :func:`load_config` turns every invalid value into a
 :class:`~mailconnect.errors.ConfigurationError` naming the variable; no error repeats a secret.

@@ -38,16 +38,8 @@ from mailconnect.store.types import utcnow
 
 __all__ = ["PURGEABLE", "Purged", "purge_finished"]
 
-PURGEABLE = frozenset(
-    {
-        MessageState.SENT,
-        MessageState.PARTIALLY_SENT,
-        MessageState.FAILED,
-        MessageState.CANCELLED,
-        MessageState.EXPIRED,
-    }
-)
-_ENDED_DELIVERIES = (DeliveryState.DELIVERED, DeliveryState.FAILED)
+PURGEABLE = frozenset(state for state in MessageState if state.is_final)
+_ENDED_DELIVERIES = frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED})
 _BATCH = 500  # rows per transaction
 
 
@@ -96,8 +88,11 @@ def purge_finished(
             "give how long finished messages are kept, such as 90 days",
         )
     cutoff = (now or utcnow()) - older_than
-    messages = _messages(cutoff, tenant_id)
-    deliveries = _deliveries(cutoff, tenant_id)
+    # (updated_at stands in where an end was reached without its time being set)
+    messages = _ended(Message, PURGEABLE, Message.finished_at, cutoff, tenant_id)
+    deliveries = _ended(
+        WebhookDelivery, _ENDED_DELIVERIES, WebhookDelivery.delivered_at, cutoff, tenant_id
+    )
     if dry_run:
         return Purged(
             _count(outbox, Message, messages),
@@ -114,20 +109,18 @@ def purge_finished(
     )
 
 
-def _messages(cutoff: datetime, tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
-    # updated_at stands in where a final state was reached without finished_at being set.
-    ended = func.coalesce(Message.finished_at, Message.updated_at)
-    condition = Message.state.in_(PURGEABLE) & (ended < cutoff)
+def _ended(
+    model: Any,
+    states: frozenset[Any],
+    ended_at: Any,
+    cutoff: datetime,
+    tenant_id: uuid.UUID | None,
+) -> ColumnElement[bool]:
+    """The rows of ``model`` in one of ``states`` that ended before ``cutoff``."""
+    ended = func.coalesce(ended_at, model.updated_at)
+    condition: ColumnElement[bool] = model.state.in_(states) & (ended < cutoff)
     if tenant_id is not None:
-        condition = condition & (Message.tenant_id == tenant_id)
-    return condition
-
-
-def _deliveries(cutoff: datetime, tenant_id: uuid.UUID | None) -> ColumnElement[bool]:
-    ended = func.coalesce(WebhookDelivery.delivered_at, WebhookDelivery.updated_at)
-    condition = WebhookDelivery.state.in_(_ENDED_DELIVERIES) & (ended < cutoff)
-    if tenant_id is not None:
-        condition = condition & (WebhookDelivery.tenant_id == tenant_id)
+        condition = condition & (model.tenant_id == tenant_id)
     return condition
 
 
