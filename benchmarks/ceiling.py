@@ -48,16 +48,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import make_url
 from throughput import (
     HOST,
     Sink,
     anchor,
-    candidate_message,
+    candidate_messages,
+    driver_conninfo,
     machine,
     postgres_cpu,
     postgres_database,
-    text_for_size,
 )
 
 from mailconnect.compose import MessageInput, render
@@ -188,8 +187,7 @@ class PostgresStore(Store):
     blocking = True
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(False)
-        self._db = psycopg.connect(conninfo)
+        self._db = psycopg.connect(driver_conninfo(url))
         if create:
             for statement in _POSTGRES_SCHEMA:
                 self._db.execute(statement)
@@ -304,12 +302,17 @@ class GroupCommit:
             self._wake.clear()
             waiting, self._waiting = self._waiting, []
             works = [work for work, _ in waiting]
-            if self._store.blocking:
-                results = await loop.run_in_executor(None, self._transaction, works)
-            else:  # SQLite: the statements here, only the commit's fsync on a thread
-                self._store.begin()
-                results = [work() for work in works]
-                await loop.run_in_executor(None, self._store.commit)
+            try:
+                if self._store.blocking:
+                    results = await loop.run_in_executor(None, self._transaction, works)
+                else:  # SQLite: the statements here, only the commit's fsync on a thread
+                    self._store.begin()
+                    results = [work() for work in works]
+                    await loop.run_in_executor(None, self._store.commit)
+            except Exception as exc:  # every waiting session fails with it, none waits forever
+                for _, future in waiting:
+                    future.set_exception(exc)
+                raise
             for (_, future), result in zip(waiting, results, strict=True):
                 future.set_result(result)
 
@@ -396,8 +399,7 @@ class Run:
 
 
 def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int) -> Run:
-    text = text_for_size()
-    messages = [candidate_message(index, text) for index in range(count)]
+    messages = candidate_messages(count)
     postgres = isinstance(store, PostgresStore)
     server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
     cpu = time.process_time()
@@ -444,8 +446,7 @@ def two_processes(
     """The enqueue here, in chunks of 1,000 (each durable), while a second process delivers
     (started after the first chunk): the clock stops when every message is sent."""
     count = args.messages
-    text = text_for_size()
-    messages = [candidate_message(index, text) for index in range(count)]
+    messages = candidate_messages(count)
     postgres = database == "PostgreSQL"
     server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
     cpu = time.process_time()

@@ -28,13 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, event, insert, literal, select, update
-from throughput import candidate_message, machine, postgres_database, text_for_size
+from throughput import bench_tenant, candidate_messages, machine, postgres_database
 
 from mailconnect.config import load_config
 from mailconnect.outbox import Outbox, enqueue_many, purge_finished
 from mailconnect.outbox.retention import PURGEABLE
-from mailconnect.settings import ConnectionSettings
-from mailconnect.store import create_connection, create_tenant
 from mailconnect.store.models import Attempt, Message
 from mailconnect.store.states import AttemptOutcome, MessageState
 from mailconnect.store.types import utcnow
@@ -44,15 +42,9 @@ CHUNK = 20_000
 
 
 def _filled(outbox: Outbox, count: int) -> None:
-    settings = ConnectionSettings.parse(
-        host="127.0.0.1", port=2525, security="none", auth="none", sender="bench@acme.example"
-    )
-    with outbox.transaction() as session:
-        tenant_id = create_tenant(session, external_id="bench", name="Benchmark").id
-        connection_id = create_connection(session, tenant_id, name="sink", settings=settings).id
-    body = text_for_size()
+    tenant_id, connection_id = bench_tenant(outbox, 2525)  # (nothing is sent)
     for first in range(0, count, CHUNK):
-        messages = [candidate_message(i, body) for i in range(first, min(first + CHUNK, count))]
+        messages = candidate_messages(min(CHUNK, count - first), first=first)
         enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
     postgres = outbox.is_postgresql
     now = utcnow()
@@ -118,11 +110,13 @@ def run(database: str, url: str, data_dir: Path, count: int, baseline: bool) -> 
         _filled(outbox, count)
         with _longest_transaction(outbox) as longest:
             start = time.perf_counter()
-            purged = _one_delete(outbox) if baseline else purge_finished(outbox, older_than=KEEP)
+            if baseline:
+                messages = _one_delete(outbox)
+            else:
+                messages = purge_finished(outbox, older_than=KEEP).messages
             seconds = time.perf_counter() - start
     finally:
         outbox.close()
-    messages = purged if isinstance(purged, int) else purged.messages
     if messages != count // 2:
         raise SystemExit(f"{database}: {messages} purged, expected {count // 2}")
     case = f"{'one DELETE' if baseline else 'purge_finished'}, {database}"

@@ -15,7 +15,7 @@ mailconnect     end to end: ``enqueue_many`` of N messages (one durable transact
                 sessions until every message is sent and marked ``sent`` (checked with a count).
                 On SQLite, and on PostgreSQL in a fresh database (127.0.0.1:5432, dropped after).
 large           the same end to end on SQLite with ``--large-messages`` messages of 1 MB (a
-                CV or an offer letter attached): not comparable with the anchor's 2 KB, no
+                text body the size of an attached CV): not comparable with the anchor's 2 KB, no
                 verdict; what it shows is the cost of a big message row in delivery.
 floors          where the time of the end-to-end rows goes: the same SMTP exchange with nothing
                 else (asyncio, prebuilt messages, no database, transcript or judgement), and
@@ -98,7 +98,7 @@ from mailconnect.store.types import utcnow
 HOST = "127.0.0.1"
 SENDER = "bench@acme.example"
 SIZE = 2048
-LARGE = 1_000_000  # octets: the large-message row (a CV or an offer letter attached)
+LARGE = 1_000_000  # octets: the large-message row (a text body the size of an attached CV)
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 POSTGRES_URL = os.environ.get(
@@ -338,6 +338,17 @@ def candidate_message(index: int, text: str) -> MessageInput:
     )
 
 
+def candidate_messages(count: int, size: int = SIZE, first: int = 0) -> list[MessageInput]:
+    """``count`` messages of about ``size`` octets, numbered from ``first``."""
+    text = text_for_size(size)
+    return [candidate_message(index, text) for index in range(first, first + count)]
+
+
+def driver_conninfo(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psycopg's connection string."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _settings(port: int) -> ConnectionSettings:
     settings = ConnectionSettings.parse(
         host=HOST, port=port, security="none", auth="none", sender=SENDER
@@ -348,7 +359,8 @@ def _settings(port: int) -> ConnectionSettings:
     return settings
 
 
-def _prepare(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
+def bench_tenant(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
+    """The benchmark's tenant and its connection to the sink on ``port``."""
     with outbox.transaction() as session:
         tenant = create_tenant(session, external_id="bench", name="Benchmark")
         connection = create_connection(session, tenant.id, name="sink", settings=_settings(port))
@@ -357,9 +369,8 @@ def _prepare(outbox: Outbox, port: int) -> tuple[uuid.UUID, uuid.UUID]:
 
 def _filled(outbox: Outbox, port: int, count: int) -> tuple[uuid.UUID, uuid.UUID]:
     """The benchmark's tenant and connection, with ``count`` messages enqueued for them."""
-    tenant_id, connection_id = _prepare(outbox, port)
-    text = text_for_size()
-    messages = [candidate_message(index, text) for index in range(count)]
+    tenant_id, connection_id = bench_tenant(outbox, port)
+    messages = candidate_messages(count)
     enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
     return tenant_id, connection_id
 
@@ -405,9 +416,8 @@ def end_to_end(
     enqueue's rate."""
     outbox = Outbox.open(load_config(data_dir=data_dir, database_url=url))
     try:
-        tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = text_for_size(size)
-        messages = [candidate_message(index, text) for index in range(count)]
+        tenant_id, connection_id = bench_tenant(outbox, sink.port)
+        messages = candidate_messages(count, size)
         rendered = render(messages[0], domain_for_id="acme.example").size
         postgres = database == "PostgreSQL"
         server_before = sink.cpu() + (postgres_cpu() if postgres else 0.0)
@@ -467,9 +477,8 @@ def side_by_side(
     out_file, err_file = data_dir / "side.out", data_dir / "side.err"
     child: subprocess.Popen[bytes] | None = None
     try:
-        tenant_id, connection_id = _prepare(outbox, sink.port)
-        text = text_for_size()
-        messages = [candidate_message(index, text) for index in range(count)]
+        tenant_id, connection_id = bench_tenant(outbox, sink.port)
+        messages = candidate_messages(count)
         if url_given:
             time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
         server_before = sink.cpu() + (postgres_cpu() if url_given else 0.0)
@@ -885,7 +894,7 @@ def workers(
 def postgres_database() -> Iterator[str | None]:
     """A fresh PostgreSQL database for one run (dropped afterwards); None when unreachable."""
     server = make_url(POSTGRES_URL)
-    conninfo = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = driver_conninfo(POSTGRES_URL)
     try:
         admin = psycopg.connect(conninfo, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
