@@ -25,7 +25,6 @@ from mailconnect.outbox import (
     enqueue_many,
     purge_finished,
 )
-from mailconnect.store import create_tenant
 from mailconnect.store.models import Attempt, Message, MessageContent, MessageRecipient
 from mailconnect.store.service_models import DeliveryState, Webhook, WebhookDelivery
 from mailconnect.store.states import AttemptOutcome
@@ -128,11 +127,7 @@ def test_finished_messages_older_than_the_cutoff_go_with_everything_stored_for_t
 def test_a_purge_of_one_tenant_leaves_the_others(outbox_env: OutboxEnv) -> None:
     env = outbox_env
     env.connection(25)
-    with env.outbox.transaction() as session:
-        other = create_tenant(session, external_id=f"other-{uuid.uuid4().hex[:6]}", name="Other")
-        other_id = other.id
-    env_other = OutboxEnv(env.outbox, other_id, env.url, env.keys)
-    env_other.connection(25)
+    other_id = env.other_tenant(f"other-{uuid.uuid4().hex[:6]}").tenant_id
     mine = _stored(env, MessageState.SENT, OLD)
     theirs = _stored(env, MessageState.SENT, OLD, tenant_id=other_id)
 
@@ -143,16 +138,21 @@ def test_a_purge_of_one_tenant_leaves_the_others(outbox_env: OutboxEnv) -> None:
     assert _left(env, [mine])["messages"] == set()
 
 
-def _eight_sent_long_ago(env: OutboxEnv) -> list[uuid.UUID]:
-    """Eight messages of the tenant, all sent OLD ago."""
-    env.connection(25)
-    items = [EnqueueItem(env.message()) for _ in range(8)]
-    ids = [e.id for e in enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)]
+def _all_sent_long_ago(env: OutboxEnv) -> None:
+    """Every message in the outbox sent OLD ago."""
     when = utcnow() - OLD
     with env.outbox.transaction() as session:
         session.execute(
             update(Message).values(state=MessageState.SENT, updated_at=when, finished_at=when)
         )
+
+
+def _eight_sent_long_ago(env: OutboxEnv) -> list[uuid.UUID]:
+    """Eight messages of the tenant, all sent OLD ago."""
+    env.connection(25)
+    items = [EnqueueItem(env.message()) for _ in range(8)]
+    ids = [e.id for e in enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)]
+    _all_sent_long_ago(env)
     return ids
 
 
@@ -172,11 +172,7 @@ def test_the_idempotency_key_of_a_purged_message_is_free_again(sqlite_env: Outbo
     first = enqueue(
         env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-7"
     )
-    when = utcnow() - OLD
-    with env.outbox.transaction() as session:
-        session.execute(
-            update(Message).values(state=MessageState.SENT, updated_at=when, finished_at=when)
-        )
+    _all_sent_long_ago(env)
     assert purge_finished(env.outbox, older_than=KEEP).messages == 1
     again = enqueue(
         env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-7"
@@ -287,9 +283,10 @@ def test_retrying_a_message_purged_meanwhile_says_it_is_gone(
         assert gone.value.kind == "message"
 
 
-def test_webhook_deliveries_that_ended_before_the_cutoff_go_too(outbox_env: OutboxEnv) -> None:
-    env = outbox_env
-    old, recent = utcnow() - OLD, utcnow() - timedelta(days=1)
+def _deliveries(
+    env: OutboxEnv, ended: list[tuple[DeliveryState, datetime]]
+) -> dict[tuple[DeliveryState, datetime], uuid.UUID]:
+    """A webhook of the tenant with one delivery in each (state, time it was last updated)."""
     with env.outbox.transaction() as session:
         webhook = Webhook(
             tenant_id=env.tenant_id,
@@ -310,19 +307,27 @@ def test_webhook_deliveries_that_ended_before_the_cutoff_go_too(outbox_env: Outb
                 updated_at=age,
                 delivered_at=age if state is DeliveryState.DELIVERED else None,
             )
-            for state in DeliveryState
-            for age in (old, recent)
+            for state, age in ended
         }
         session.add_all(deliveries.values())
         session.flush()
-        ids = {key: delivery.id for key, delivery in deliveries.items()}
+        return {key: delivery.id for key, delivery in deliveries.items()}
+
+
+def _delivery_ids(env: OutboxEnv) -> set[uuid.UUID]:
+    with env.outbox.reading() as session:
+        return set(session.scalars(select(WebhookDelivery.id)))
+
+
+def test_webhook_deliveries_that_ended_before_the_cutoff_go_too(outbox_env: OutboxEnv) -> None:
+    env = outbox_env
+    old, recent = utcnow() - OLD, utcnow() - timedelta(days=1)
+    ids = _deliveries(env, [(state, age) for state in DeliveryState for age in (old, recent)])
     counted = purge_finished(env.outbox, older_than=KEEP, dry_run=True)
     assert (counted.messages, counted.webhook_deliveries) == (0, 2)
     assert purge_finished(env.outbox, older_than=KEEP).webhook_deliveries == 2
-    with env.outbox.reading() as session:
-        left = set(session.scalars(select(WebhookDelivery.id)))
     gone = {ids[(DeliveryState.DELIVERED, old)], ids[(DeliveryState.FAILED, old)]}
-    assert left == set(ids.values()) - gone  # pending ones stay, however old
+    assert _delivery_ids(env) == set(ids.values()) - gone  # pending ones stay, however old
 
 
 def test_a_purge_told_to_stop_ends_after_the_batch_under_way(
@@ -331,6 +336,7 @@ def test_a_purge_told_to_stop_ends_after_the_batch_under_way(
     env = sqlite_env
     monkeypatch.setattr(retention, "_BATCH", 3)
     ids = _eight_sent_long_ago(env)
+    delivery = _deliveries(env, [(DeliveryState.DELIVERED, utcnow() - OLD)])
     asked: list[int] = []
 
     def stopping() -> bool:
@@ -341,7 +347,28 @@ def test_a_purge_told_to_stop_ends_after_the_batch_under_way(
     assert (first.messages, first.webhook_deliveries) == (3, 0)
     assert asked  # asked after the first batch, and told to stop
     assert len(_left(env, ids)["messages"]) == 5
-    assert purge_finished(env.outbox, older_than=KEEP).messages == 5  # the next goes on
+    assert _delivery_ids(env) == set(delivery.values())  # not reached: the stop came first
+    again = purge_finished(env.outbox, older_than=KEEP)  # the next goes on
+    assert (again.messages, again.webhook_deliveries) == (5, 1)
+
+
+async def test_a_running_worker_purges_at_its_start_and_stops_when_told(
+    tmp_path: Path,
+) -> None:
+    env = make_env(f"sqlite:///{tmp_path / 'outbox.db'}", retention=KEEP)
+    try:
+        env.connection(25)
+        old = _stored(env, MessageState.SENT, OLD)
+        stop = asyncio.Event()
+        running = asyncio.create_task(env.run(once=False, stop=stop))
+        deadline = asyncio.get_running_loop().time() + 10
+        while _left(env, [old])["messages"] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert _left(env, [old])["messages"] == set()  # purged without a once-run's end
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    finally:
+        env.outbox.close()
 
 
 async def test_a_once_worker_told_to_stop_does_not_purge(tmp_path: Path) -> None:

@@ -257,20 +257,11 @@ def test_a_file_lock_held_too_long_elsewhere_leaves_the_decision_to_sqlite(
     """Another process keeping the file lock (but not SQLite's) past the busy timeout does not
     stall the writers: they go on under SQLite's own lock."""
     monkeypatch.setattr(box, "BUSY_TIMEOUT_MS", 200)
-    done = threading.Event()
-
-    def write() -> None:
-        with sqlite_env.outbox.transaction() as session:
-            create_tenant(session, external_id="patient", name="Patient")
-        done.set()
-
     fd = os.open(_lock_file(sqlite_env), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        writer.join(10)  # (a wait without end would fail here, not hang the run)
-        assert done.is_set()
+        # (a wait without end would fail here, not hang the run)
+        assert _written_by_another_thread(sqlite_env.outbox, "patient")
     finally:
         os.close(fd)
     with sqlite_env.outbox.reading() as session:

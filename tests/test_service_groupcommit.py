@@ -19,7 +19,7 @@ from tests.support.sinks import SENDER, OutboxEnv, counted_commits, outbox_env, 
 from mailconnect.errors import ConfigurationError, NotFound
 from mailconnect.outbox import EnqueueItem, Outbox
 from mailconnect.service.groupcommit import GroupCommit
-from mailconnect.store import Message, create_tenant
+from mailconnect.store import Message
 
 __all__ = ["outbox_env", "sqlite_env"]
 
@@ -51,10 +51,8 @@ async def test_a_batch_is_one_transaction_and_each_request_gets_its_own_results(
 ) -> None:
     env = sqlite_env
     env.connection(25)
-    with env.outbox.transaction() as session:
-        other = create_tenant(session, external_id="other", name="Other").id
-    env_other = OutboxEnv(env.outbox, other, env.url, env.keys)
-    env_other.connection(25)
+    env_other = env.other_tenant("other")
+    other = env_other.tenant_id
     with _group_commit(env) as committer:
         with counted_commits(env) as commits:
             results = await asyncio.gather(

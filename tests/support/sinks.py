@@ -522,6 +522,14 @@ class OutboxEnv:
                 store_secret(session, self.outbox.keyring, self.tenant_id, connection.id, secret)
             return connection.id
 
+    def other_tenant(self, external_id: str) -> OutboxEnv:
+        """Another tenant on the same outbox, with a connection to port 25 (nothing sent)."""
+        with self.outbox.transaction() as session:
+            tenant_id = create_tenant(session, external_id=external_id, name=external_id).id
+        other = OutboxEnv(self.outbox, tenant_id, self.url, self.keys)
+        other.connection(25)
+        return other
+
     def set_password(self, connection_id: uuid.UUID, password: str) -> None:
         with self.outbox.transaction() as session:
             store_secret(
