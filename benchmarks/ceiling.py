@@ -1,7 +1,7 @@
 """The ceiling of a lean durable design: how far end to end could go in Python on this machine.
 
     .venv/bin/python benchmarks/ceiling.py [--messages 20000] [--sessions 20] [--batch 50]
-                                           [--runs 3] [--no-postgres]
+                                           [--runs 3] [--no-postgres] [--design lean|faithful]
 
 Not product code: a model, to weigh the goal of ``benchmarks/throughput.py`` (end to end >= 0.35
 x the anchor) against what any design written in Python reaches here. It keeps what a durable
@@ -20,6 +20,10 @@ dropped   SQLAlchemy (plain ``sqlite3`` and ``psycopg``); UUIDs, tenants and con
           seven of the message table's eight indexes (one remains, for the claim); sending
           limits and session leases; lease checks before the outcome; the reply's
           explanation; events, metrics, redaction.
+
+``--design faithful`` runs the same code on the product's tables, rows and indexes instead
+(``ceiling_faithful.py``): whether the tables or the code stand in the way. Without ``--design``
+both run, the lean model first.
 
 The anchor (``smtp-source``, C) runs into the same ``smtp-sink`` before and after the model's
 runs. Each database has two kinds of run: in 1 process, the enqueue then the delivery, as the
@@ -92,6 +96,7 @@ class Store:
     """The model's statements on one database (0: queued, 1: sending, 2: sent)."""
 
     blocking = False  # True: a whole group transaction runs on a thread, off the event loop
+    postgres = False
 
     def enqueue(self, prepared: Prepared) -> None:
         raise NotImplementedError
@@ -185,6 +190,7 @@ class SqliteStore(Store):
 
 class PostgresStore(Store):
     blocking = True
+    postgres = True
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self._db = psycopg.connect(driver_conninfo(url))
@@ -224,7 +230,7 @@ class PostgresStore(Store):
             return []
         ids = [row[0] for row in rows]
         query = "SELECT id, data FROM content WHERE id = ANY(%s)"
-        data = dict(self._db.execute(query, (ids,)).fetchall())
+        data: dict[int, bytes] = dict(self._db.execute(query, (ids,)).fetchall())
         return [(id_, sender, recipient, data[id_]) for id_, sender, recipient in rows]
 
     def open(self, batch: list[Claimed]) -> None:
@@ -400,7 +406,7 @@ class Run:
 
 def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int) -> Run:
     messages = candidate_messages(count)
-    postgres = isinstance(store, PostgresStore)
+    postgres = store.postgres
     server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
     cpu = time.process_time()
     start = time.perf_counter()
@@ -420,11 +426,7 @@ def _deliver_all(
     database: str, where: str, port: int, args: argparse.Namespace, cpu: Queue[float]
 ) -> None:
     """The delivering process of a two-process run: deliver until every message is sent."""
-    store: Store = (
-        SqliteStore(Path(where), create=False)
-        if database == "SQLite"
-        else PostgresStore(where, create=False)
-    )
+    store = _store(args.design, database, where, create=False)
     start = time.process_time()
 
     async def run() -> None:
@@ -475,28 +477,39 @@ def two_processes(
     return Run(seconds, enqueued - start, cpu, server)
 
 
+def _store(design: str, database: str, where: str, *, create: bool) -> Store:
+    """The model's store on the SQLite file or PostgreSQL URL ``where``."""
+    if design == "faithful":
+        from ceiling_faithful import store_for  # (it builds on this module's stores)
+
+        return store_for(database, where, create=create)
+    if database == "SQLite":
+        return SqliteStore(Path(where), create=create)
+    return PostgresStore(where, create=create)
+
+
 def _runs(
     database: str, sink: Sink, args: argparse.Namespace, *, side_by_side: bool = False
 ) -> list[tuple[str, Run]]:
-    results = []
+    results: list[tuple[str, Run]] = []
     for number in range(1, args.runs + 1):
         with contextlib.ExitStack() as stack:
             if database == "SQLite":
                 directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="mc-ceiling-"))
                 where = str(Path(directory) / "queue.db")
-                store: Store = SqliteStore(Path(where))
             else:
                 url = stack.enter_context(postgres_database())
                 if url is None:
                     return results
-                where, store = url, PostgresStore(url)
+                where = url
+            store = _store(args.design, database, where, create=True)
             stack.callback(store.close)
             if side_by_side:
                 run = two_processes(database, store, where, sink, args)
             else:
                 run = one_run(store, sink, args.messages, args.sessions, args.batch)
         kind = "2 processes" if side_by_side else "1 process"
-        results.append((f"lean model, {database}, {kind}, run {number}", run))
+        results.append((f"{args.design} model, {database}, {kind}, run {number}", run))
     return results
 
 
@@ -507,15 +520,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="messages per claim")
     parser.add_argument("--runs", type=int, default=3, help="runs per database")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--design",
+        choices=("lean", "faithful"),
+        action="append",
+        help="the lean model, or the faithful one (ceiling_faithful.py); default: both",
+    )
     args = parser.parse_args()
+    designs = args.design or ["lean", "faithful"]
     count = args.messages
     sink = Sink()
     try:
         first = anchor(sink, count, args.sessions)
         runs = []
-        for database in ("SQLite",) if args.no_postgres else ("SQLite", "PostgreSQL"):
-            runs += _runs(database, sink, args)
-            runs += _runs(database, sink, args, side_by_side=True)
+        for design in designs:
+            args.design = design
+            for database in ("SQLite",) if args.no_postgres else ("SQLite", "PostgreSQL"):
+                runs += _runs(database, sink, args)
+                runs += _runs(database, sink, args, side_by_side=True)
         last = anchor(sink, count, args.sessions)
     finally:
         sink.stop()
@@ -523,18 +545,18 @@ def main() -> None:
     print(machine())
     print(f"{count:,} messages of about 2 KB, {args.sessions} sessions, claims of {args.batch}")
     heads = ("msgs/s", "x anchor", "enqueue/s", "delivery/s", "client µs", "server µs")
-    print(f"{'case':44} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
+    print(f"{'case':48} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
     print(f" {heads[4]:>9} {heads[5]:>9}")
-    print(f"{'anchor before the model':44} {first.rate:8,.0f} {first.rate / base:8.2f}")
+    print(f"{'anchor before the model':48} {first.rate:8,.0f} {first.rate / base:8.2f}")
     for case, run in runs:
         rate = count / run.seconds
         delivery = count / (run.seconds - run.enqueue_seconds)
         print(
-            f"{case:44} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
+            f"{case:48} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
             f" {delivery:10,.0f} {run.cpu_seconds / count * 1e6:9.0f}"
             f" {run.server_seconds / count * 1e6:9.0f}"
         )
-    print(f"{'anchor after the model':44} {last.rate:8,.0f} {last.rate / base:8.2f}")
+    print(f"{'anchor after the model':48} {last.rate:8,.0f} {last.rate / base:8.2f}")
     print(
         "x anchor: against the mean of the two anchor runs; CPU per message: the client is this"
         " process (and the delivering one), the server the sink (and PostgreSQL); 2 processes:"
