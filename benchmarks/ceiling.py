@@ -1,7 +1,8 @@
 """The ceiling of a lean durable design: how far end to end could go in Python on this machine.
 
     .venv/bin/python benchmarks/ceiling.py [--messages 20000] [--sessions 20] [--batch 50]
-                                           [--runs 3] [--no-postgres] [--design lean|faithful]
+                                           [--window 8] [--runs 3] [--no-postgres]
+                                           [--design lean|faithful]
 
 Not product code: a model, to weigh the goal of ``benchmarks/throughput.py`` (end to end >= 0.35
 x the anchor) against what any design written in Python reaches here. It keeps what a durable
@@ -10,19 +11,21 @@ outbox cannot do without and drops everything else:
 kept      the product's ``render`` at enqueue; one durable transaction for the enqueue (SQLite:
           WAL, ``synchronous=FULL``; PostgreSQL: COPY); claims in batches with a lease,
           committed (PostgreSQL: ``FOR UPDATE SKIP LOCKED``); an attempt row per message
-          committed before its DATA (what makes a crash leave it *uncertain*, not sent twice);
+          committed before its DATA (what makes a crash leave it *uncertain*, not sent twice),
+          one commit per window of ``--window`` messages, as the worker's windows;
           MAIL, RCPT and DATA pipelined, every reply checked, the content dot-stuffed; a short
-          transcript; the outcome committed; group commit (the requests of all sessions waiting
-          when a transaction starts share it; SQLite's fsync, and PostgreSQL's whole
-          transaction, run off the event loop).
+          transcript; the outcomes committed per window; group commit (the requests of all
+          sessions waiting when a transaction starts share it; SQLite's fsync, and
+          PostgreSQL's whole transaction, run off the event loop).
 dropped   SQLAlchemy (plain ``sqlite3`` and ``psycopg``); UUIDs, tenants and connections
           (integer ids); the recipients table (one recipient inline); the idempotency key and
           seven of the message table's eight indexes (one remains, for the claim); sending
           limits and session leases; lease checks before the outcome; the reply's
           explanation; events, metrics, redaction.
 
-``--design faithful`` runs the same code on the product's tables, rows and indexes instead
-(``ceiling_faithful.py``): whether the tables or the code stand in the way. Without ``--design``
+``--design faithful`` runs the same code on the product's own database instead (its
+migrations, tables, types, constraints and indexes: ``ceiling_faithful.py``): whether the
+tables or the code stand in the way. Without ``--design``
 both run, the lean model first.
 
 The anchor (``smtp-source``, C) runs into the same ``smtp-sink`` before and after the model's
@@ -355,41 +358,56 @@ class _Replies(asyncio.Protocol):
         return taken
 
 
-async def _session(port: int, store: Store, commits: GroupCommit, batch_size: int) -> int:
+async def _session(
+    port: int, store: Store, commits: GroupCommit, batch_size: int, window: int
+) -> int:
     transport, replies = await asyncio.get_running_loop().create_connection(_Replies, HOST, port)
     await replies.take(1)
     transport.write(b"EHLO bench.acme.example\r\n")
     await replies.take(1)
     sent = 0
     while batch := await commits.run(lambda: store.claim(batch_size)):
-        await commits.run(lambda: store.open(batch))
-        outcomes: list[Outcome] = []
-        for id_, sender, recipient, data in batch:
-            envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
-            transport.write(envelope.encode())
-            answers = await replies.take(3)
-            if any(answer[:1] not in (b"2", b"3") for answer in answers):
-                raise RuntimeError(f"refused: {answers!r}")
-            transport.write(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
-            final = (await replies.take(1))[0]
-            if final[:1] != b"2":
-                raise RuntimeError(f"refused: {final!r}")
-            reply = final.decode("ascii", "replace")
-            outcomes.append((id_, reply, f"> {envelope}< {answers!r}\n< {reply}"))
-        await commits.run(lambda: store.settle(outcomes))  # noqa: B023 (awaited at once)
-        sent += len(outcomes)
+        for first in range(0, len(batch), window):
+            sent += await _window(transport, replies, store, commits, batch[first : first + window])
     transport.write(b"QUIT\r\n")
     await replies.take(1)
     transport.close()
     return sent
 
 
-async def deliver(store: Store, port: int, sessions: int, batch_size: int) -> int:
+async def _window(
+    transport: asyncio.Transport,
+    replies: _Replies,
+    store: Store,
+    commits: GroupCommit,
+    window: list[Claimed],
+) -> int:
+    """Open the attempts (one commit), send the messages, store the outcomes (one commit), as
+    the worker does per window."""
+    await commits.run(lambda: store.open(window))
+    outcomes: list[Outcome] = []
+    for id_, sender, recipient, data in window:
+        envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+        transport.write(envelope.encode())
+        answers = await replies.take(3)
+        if any(answer[:1] not in (b"2", b"3") for answer in answers):
+            raise RuntimeError(f"refused: {answers!r}")
+        transport.write(data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        final = (await replies.take(1))[0]
+        if final[:1] != b"2":
+            raise RuntimeError(f"refused: {final!r}")
+        reply = final.decode("ascii", "replace")
+        outcomes.append((id_, reply, f"> {envelope}< {answers!r}\n< {reply}"))
+    await commits.run(lambda: store.settle(outcomes))
+    return len(outcomes)
+
+
+async def deliver(store: Store, port: int, sessions: int, batch_size: int, window: int) -> int:
     commits = GroupCommit(store)
     server = asyncio.create_task(commits.serve())
     try:
         counts = await asyncio.gather(
-            *(_session(port, store, commits, batch_size) for _ in range(sessions))
+            *(_session(port, store, commits, batch_size, window) for _ in range(sessions))
         )
     finally:
         server.cancel()
@@ -404,7 +422,7 @@ class Run:
     server_seconds: float
 
 
-def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int) -> Run:
+def one_run(store: Store, sink: Sink, count: int, args: argparse.Namespace) -> Run:
     messages = candidate_messages(count)
     postgres = store.postgres
     server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
@@ -412,7 +430,7 @@ def one_run(store: Store, sink: Sink, count: int, sessions: int, batch_size: int
     start = time.perf_counter()
     store.enqueue(prepare(messages))
     enqueued = time.perf_counter()
-    sent = asyncio.run(deliver(store, sink.port, sessions, batch_size))
+    sent = asyncio.run(deliver(store, sink.port, args.sessions, args.batch, args.window))
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     server = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server
@@ -432,7 +450,7 @@ def _deliver_all(
     async def run() -> None:
         sent = 0
         while sent < args.messages:
-            delivered = await deliver(store, port, args.sessions, args.batch)
+            delivered = await deliver(store, port, args.sessions, args.batch, args.window)
             sent += delivered
             if not delivered:  # the enqueue is ahead: look again soon
                 await asyncio.sleep(0.005)
@@ -477,12 +495,13 @@ def two_processes(
     return Run(seconds, enqueued - start, cpu, server)
 
 
-def _store(design: str, database: str, where: str, *, create: bool) -> Store:
-    """The model's store on the SQLite file or PostgreSQL URL ``where``."""
+def _store(design: str, database: str, where: str, *, create: bool, port: int = 0) -> Store:
+    """The model's store on the SQLite file or PostgreSQL URL ``where`` (the faithful one's
+    made with a connection to the sink on ``port``)."""
     if design == "faithful":
         from ceiling_faithful import store_for  # (it builds on this module's stores)
 
-        return store_for(database, where, create=create)
+        return store_for(database, where, create=create, port=port)
     if database == "SQLite":
         return SqliteStore(Path(where), create=create)
     return PostgresStore(where, create=create)
@@ -502,12 +521,12 @@ def _runs(
                 if url is None:
                     return results
                 where = url
-            store = _store(args.design, database, where, create=True)
+            store = _store(args.design, database, where, create=True, port=sink.port)
             stack.callback(store.close)
             if side_by_side:
                 run = two_processes(database, store, where, sink, args)
             else:
-                run = one_run(store, sink, args.messages, args.sessions, args.batch)
+                run = one_run(store, sink, args.messages, args)
         kind = "2 processes" if side_by_side else "1 process"
         results.append((f"{args.design} model, {database}, {kind}, run {number}", run))
     return results
@@ -518,6 +537,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--batch", type=int, default=50, help="messages per claim")
+    parser.add_argument(
+        "--window", type=int, default=8, help="messages per commit pair (the worker's 8)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per database")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     parser.add_argument(
@@ -543,7 +565,10 @@ def main() -> None:
         sink.stop()
     base = statistics.mean([first.rate, last.rate])
     print(machine())
-    print(f"{count:,} messages of about 2 KB, {args.sessions} sessions, claims of {args.batch}")
+    print(
+        f"{count:,} messages of about 2 KB, {args.sessions} sessions, claims of {args.batch},"
+        f" a commit before and after each window of {args.window}"
+    )
     heads = ("msgs/s", "x anchor", "enqueue/s", "delivery/s", "client µs", "server µs")
     print(f"{'case':48} {heads[0]:>8} {heads[1]:>8} {heads[2]:>9} {heads[3]:>10}", end="")
     print(f" {heads[4]:>9} {heads[5]:>9}")
