@@ -276,7 +276,7 @@ def prepare(messages: list[MessageInput], first_id: int = 1) -> Prepared:
     contents: list[tuple[int, bytes]] = []
     for index, message in enumerate(messages, start=first_id):
         rendered = render(message, domain_for_id="acme.example")
-        due = now + index * 1e-6  # in the order given
+        due = now + (index - first_id) * 1e-6  # in the order given
         rows.append(
             (index, due, rendered.envelope_from, rendered.recipients[0], rendered.message_id)
         )
@@ -549,6 +549,8 @@ def main() -> None:
         help="the lean model, or the faithful one (ceiling_faithful.py); default: both",
     )
     args = parser.parse_args()
+    if min(args.batch, args.window, args.sessions, args.messages, args.runs) < 1:
+        parser.error("--messages, --sessions, --batch, --window and --runs take 1 or more")
     designs = args.design or ["lean", "faithful"]
     count = args.messages
     sink = Sink()

@@ -57,6 +57,12 @@ __all__ = ["FaithfulPostgresStore", "FaithfulSqliteStore", "create_database", "s
 _LEASE = timedelta(seconds=300)
 _LIFETIME = timedelta(days=3)  # the product's default maximum lifetime
 _SERVER = "127.0.0.1:25"
+# States compared in WHERE clauses are parameters, as the product binds them: on PostgreSQL a
+# literal 'sending' lets the planner read every sending message through the state index
+# (statistics taken at enqueue see none) instead of one row by its primary key.
+_SENDING = "sending"
+_ACCEPTED = "accepted"
+_CLAIMABLE = ("queued", "deferred")
 
 _MESSAGE_COLUMNS = (
     "id, tenant_id, connection_id, message_id_header, envelope_from, subject, size_bytes,"
@@ -65,7 +71,7 @@ _MESSAGE_COLUMNS = (
 _SQLITE_CLAIM = """
 UPDATE mailconnect_messages SET claimed_from = state, state = 'sending', lease_owner = ?,
     lease_until = ?, updated_at = ?
-WHERE id IN (SELECT id FROM mailconnect_messages WHERE state IN ('queued', 'deferred')
+WHERE id IN (SELECT id FROM mailconnect_messages WHERE state IN (?, ?)
     AND connection_id = ? AND next_attempt_at <= ? AND tenant_id = ?
     ORDER BY next_attempt_at LIMIT ?)
 RETURNING id, tenant_id, connection_id, message_id_header, attempt_count, expires_at,
@@ -85,20 +91,20 @@ _SQLITE_OPEN = """
 INSERT INTO mailconnect_attempts
     (id, tenant_id, message_id, number, started_at, worker, server_address)
 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT id FROM mailconnect_messages
-    WHERE id = ? AND lease_owner = ? AND state = 'sending' AND lease_until > ?)
+    WHERE id = ? AND lease_owner = ? AND state = ? AND lease_until > ?)
 """
 # (``+state``: read by primary key, as the product's read of the held ones is; over the state
 # index SQLite would visit every message being sent.)
 _SQLITE_HELD = """
 SELECT id FROM mailconnect_messages
-WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = ? AND +state = 'sending'
+WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = ? AND +state = ?
 ORDER BY id
 """
 _SETTLE = """
 UPDATE mailconnect_messages SET state = 'sent', state_reason = NULL, attempt_count = {p},
     claimed_from = NULL, lease_owner = NULL, lease_until = NULL, updated_at = {p},
     finished_at = {p}
-WHERE id = {p} AND lease_owner = {p} AND state = 'sending'
+WHERE id = {p} AND lease_owner = {p} AND state = {p}
 """
 _CLOSE = """
 UPDATE mailconnect_attempts SET duration_ms = {p}, outcome = 'sent', reply_code = 250,
@@ -109,7 +115,7 @@ WHERE id = {p}
 _RECIPIENT = """
 UPDATE mailconnect_message_recipients SET state = 'accepted', reply_code = 250,
     enhanced_code = '2.0.0', reply_text = {p}, updated_at = {p}
-WHERE tenant_id = {p} AND message_id = {p} AND position = 0 AND state <> 'accepted'
+WHERE tenant_id = {p} AND message_id = {p} AND position = 0 AND state <> {p}
 """
 _POSTGRES_DUE = """
 SELECT id, next_attempt_at FROM mailconnect_messages
@@ -119,7 +125,7 @@ ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
 _POSTGRES_CLAIM = """
 UPDATE mailconnect_messages SET claimed_from = state, state = 'sending', lease_owner = %s,
     lease_until = %s, updated_at = %s
-WHERE id = ANY(%s) AND state IN ('queued', 'deferred')
+WHERE id = ANY(%s) AND state IN (%s, %s)
 RETURNING id, tenant_id, connection_id, message_id_header, attempt_count, expires_at,
     claimed_from, size_bytes, next_attempt_at
 """
@@ -136,13 +142,13 @@ _POSTGRES_OPEN = """
 INSERT INTO mailconnect_attempts
     (id, tenant_id, message_id, number, started_at, worker, server_address)
 SELECT %s, %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT id FROM mailconnect_messages
-    WHERE id = %s AND lease_owner = %s AND state = 'sending' AND lease_until > %s FOR SHARE)
+    WHERE id = %s AND lease_owner = %s AND state = %s AND lease_until > %s FOR SHARE)
 """
 # Sent, with every row of it written: the attempt's outcome and the recipient's state too.
 _SENT = """
-SELECT count(*) FROM mailconnect_messages AS m
+SELECT count(DISTINCT m.id) FROM mailconnect_messages AS m
 JOIN mailconnect_attempts AS a ON a.tenant_id = m.tenant_id AND a.message_id = m.id
-    AND a.outcome = 'sent' AND a.server_address IS NOT NULL
+    AND a.outcome = 'sent' AND a.reply_code = 250
 JOIN mailconnect_message_recipients AS r ON r.tenant_id = m.tenant_id AND r.message_id = m.id
     AND r.state = 'accepted'
 WHERE m.state = 'sent' AND m.attempt_count = 1 AND m.lease_owner IS NULL
@@ -166,6 +172,11 @@ def create_database(url: str, port: int) -> tuple[uuid.UUID, uuid.UUID]:
 
 def _owner() -> str:
     return f"model-{os.getpid()}"
+
+
+def _opening(attempt: Any, tenant: Any, message: Any, at: Any, owner: str) -> tuple[Any, ...]:
+    """The parameters of the open statements: the attempt row's, then the lease check's."""
+    return (attempt, tenant, message, 1, at, owner, _SERVER, message, owner, _SENDING, at)
 
 
 def _claimed(
@@ -256,7 +267,7 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         at, until = self._time(now), self._time(now + _LEASE)
         rows = self._db.execute(
             _SQLITE_CLAIM,
-            (self._owner, until, at, self.connection, at, self.tenant, size),
+            (self._owner, until, at, *_CLAIMABLE, self.connection, at, self.tenant, size),
         ).fetchall()
         if not rows:
             return []
@@ -276,7 +287,7 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         self._db.executemany(
             _SQLITE_OPEN,
             [
-                (attempt, self.tenant, c[0], 1, at, self._owner, _SERVER, c[0], self._owner, at)
+                _opening(attempt, self.tenant, c[0], at, self._owner)
                 for c, attempt in zip(batch, ids, strict=True)
             ],
         )
@@ -284,10 +295,10 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
     def settle(self, outcomes: list[Outcome]) -> None:
         at = self._time(datetime.now(UTC))
         ids = json.dumps(sorted(id_ for id_, _, _ in outcomes))
-        held = {row[0] for row in self._db.execute(_SQLITE_HELD, (ids, self._owner))}
+        held = {row[0] for row in self._db.execute(_SQLITE_HELD, (ids, self._owner, _SENDING))}
         self._db.executemany(
             _SETTLE.format(p="?"),
-            [(1, at, at, id_, self._owner) for id_, _, _ in outcomes if id_ in held],
+            [(1, at, at, id_, self._owner, _SENDING) for id_, _, _ in outcomes if id_ in held],
         )
         self._db.executemany(
             _CLOSE.format(p="?"),
@@ -295,7 +306,7 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         )
         self._db.executemany(
             _RECIPIENT.format(p="?"),
-            [(reply, at, self.tenant, id_) for id_, reply, _ in outcomes],
+            [(reply, at, self.tenant, id_, _ACCEPTED) for id_, reply, _ in outcomes],
         )
 
     def sent(self) -> int:
@@ -342,7 +353,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
     def claim(self, size: int) -> list[Claimed]:
         now = datetime.now(UTC)
         candidates: list[tuple[Any, datetime]] = []
-        for state in ("queued", "deferred"):
+        for state in _CLAIMABLE:
             found = self._db.execute(
                 _POSTGRES_DUE, (state, self.connection, now, self.tenant, size)
             )
@@ -352,7 +363,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
         candidates.sort(key=lambda candidate: candidate[1])
         chosen = [id_ for id_, _ in candidates[:size]]
         rows = self._db.execute(
-            _POSTGRES_CLAIM, (self._owner, now + _LEASE, now, chosen)
+            _POSTGRES_CLAIM, (self._owner, now + _LEASE, now, chosen, *_CLAIMABLE)
         ).fetchall()
         rows.sort(key=lambda row: row[8])
         ids = [row[0] for row in rows]
@@ -367,7 +378,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
         ids = [new_id() for _ in batch]
         self._attempts.update(zip((c[0] for c in batch), ids, strict=True))
         rows = [
-            (attempt, self.tenant, c[0], 1, now, self._owner, _SERVER, c[0], self._owner, now)
+            _opening(attempt, self.tenant, c[0], now, self._owner)
             for c, attempt in sorted(zip(batch, ids, strict=True), key=lambda pair: pair[0][0])
         ]
         with self._db.cursor() as cursor:
@@ -379,7 +390,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
         with self._db.cursor() as cursor:
             cursor.executemany(
                 _SETTLE.format(p="%s") + " RETURNING id",
-                [(1, now, now, id_, self._owner) for id_, _, _ in ordered],
+                [(1, now, now, id_, self._owner, _SENDING) for id_, _, _ in ordered],
                 returning=True,
             )
             while True:  # which messages were still held (each row's RETURNING)
@@ -392,7 +403,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
             )
             cursor.executemany(
                 _RECIPIENT.format(p="%s"),
-                [(reply, now, self.tenant, id_) for id_, reply, _ in ordered],
+                [(reply, now, self.tenant, id_, _ACCEPTED) for id_, reply, _ in ordered],
             )
 
     def sent(self) -> int:
