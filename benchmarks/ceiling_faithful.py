@@ -33,7 +33,6 @@ statements over arrays were measured slower on PostgreSQL (docs/performance.md).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import tempfile
@@ -79,13 +78,13 @@ RETURNING id, tenant_id, connection_id, message_id_header, attempt_count, expire
 """
 _SQLITE_RECIPIENTS = """
 SELECT message_id, position, address, state FROM mailconnect_message_recipients
-WHERE tenant_id = ? AND message_id IN (SELECT value FROM json_each(?))
+WHERE tenant_id = ? AND message_id IN ({marks})
 ORDER BY message_id, position
 """
 _SQLITE_CONTENTS = """
 SELECT m.id, c.content, m.envelope_from, m.smtputf8, m.size_bytes
 FROM mailconnect_messages AS m JOIN mailconnect_message_contents AS c ON c.message_id = m.id
-WHERE m.tenant_id = ? AND m.id IN (SELECT value FROM json_each(?))
+WHERE m.tenant_id = ? AND m.id IN ({marks})
 """
 _SQLITE_OPEN = """
 INSERT INTO mailconnect_attempts
@@ -97,7 +96,7 @@ SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT id FROM mailconnect_messages
 # index SQLite would visit every message being sent.)
 _SQLITE_HELD = """
 SELECT id FROM mailconnect_messages
-WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = ? AND +state = ?
+WHERE id IN ({marks}) AND lease_owner = ? AND +state = ?
 ORDER BY id
 """
 _SETTLE = """
@@ -172,6 +171,12 @@ def create_database(url: str, port: int) -> tuple[uuid.UUID, uuid.UUID]:
 
 def _owner() -> str:
     return f"model-{os.getpid()}"
+
+
+def _listing(query: str, ids: Sequence[Any]) -> str:
+    """``query`` with one placeholder per id in its ``IN ({marks})``, as SQLAlchemy expands a
+    list parameter for the product."""
+    return query.format(marks=", ".join("?" * len(ids)))
 
 
 def _opening(attempt: Any, tenant: Any, message: Any, at: Any, owner: str) -> tuple[Any, ...]:
@@ -272,11 +277,11 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         if not rows:
             return []
         rows.sort(key=lambda row: row[8])
-        ids = json.dumps([row[0] for row in rows])
+        ids = [row[0] for row in rows]
         return _claimed(
             rows,
-            self._db.execute(_SQLITE_RECIPIENTS, (self.tenant, ids)),
-            self._db.execute(_SQLITE_CONTENTS, (self.tenant, ids)),
+            self._db.execute(_listing(_SQLITE_RECIPIENTS, ids), (self.tenant, *ids)),
+            self._db.execute(_listing(_SQLITE_CONTENTS, ids), (self.tenant, *ids)),
         )
 
     def open(self, batch: list[Claimed]) -> None:
@@ -294,8 +299,9 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
 
     def settle(self, outcomes: list[Outcome]) -> None:
         at = self._time(datetime.now(UTC))
-        ids = json.dumps(sorted(id_ for id_, _, _ in outcomes))
-        held = {row[0] for row in self._db.execute(_SQLITE_HELD, (ids, self._owner, _SENDING))}
+        ids = sorted(id_ for id_, _, _ in outcomes)
+        held_query = _listing(_SQLITE_HELD, ids)
+        held = {row[0] for row in self._db.execute(held_query, (*ids, self._owner, _SENDING))}
         self._db.executemany(
             _SETTLE.format(p="?"),
             [(1, at, at, id_, self._owner, _SENDING) for id_, _, _ in outcomes if id_ in held],
