@@ -152,7 +152,9 @@ async def test_a_4xx_defers_with_backoff_then_succeeds(sqlite_env: OutboxEnv) ->
         assert deferred.state_reason is not None
         assert "451 4.3.0" in deferred.state_reason
         assert deferred.next_attempt_at is not None
-        assert deferred.next_attempt_at > utcnow() + timedelta(seconds=30)  # 60 s, +-20 %
+        # a minute after the attempt (no jitter): measured from the attempt, not the clock
+        retry_after = deferred.next_attempt_at - deferred.attempts[0].started_at
+        assert retry_after >= timedelta(seconds=60)
         assert deferred.recipients[0].state is RecipientState.DEFERRED
         assert (await sqlite_env.run()).attempted == 0  # not due yet
         _due_now(sqlite_env, message)

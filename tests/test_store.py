@@ -172,16 +172,17 @@ def test_retention_days_is_read_and_unset_keeps_everything(env: pytest.MonkeyPat
 
 
 @given(st.text(max_size=12) | st.from_regex(r"\s*[0-9]{1,6}\s*", fullmatch=True))
-def test_any_retention_text_is_a_day_count_or_an_error_naming_the_variable(text: str) -> None:
-    stripped = text.strip()
+def test_any_retention_text_is_a_day_count_or_an_error_naming_the_variable(value: str) -> None:
+    # The specification as an oracle: ASCII digits (blanks around them allowed), 1 to 36500.
+    stripped = value.strip()
     valid = stripped.isascii() and stripped.isdigit() and 1 <= int(stripped) <= 36_500
     try:
-        days = load_config(retention_days=text).retention_days
+        days = load_config(retention_days=value).retention_days
     except ConfigurationError as exc:
         assert exc.field == "MAILCONNECT_RETENTION_DAYS"
         assert not valid
     else:
-        assert days is None if text == "" else (valid and days == int(stripped))
+        assert days is None if value == "" else (valid and days == int(stripped))
 
 
 def test_data_dir_that_is_a_file_is_refused(env: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -120,9 +120,11 @@ def test_fast_writes_store_what_session_execute_stores(
         assert same == fast[0]["id"]
 
 
-@pytest.mark.parametrize("fast_write", [execute_many, insert_many])
+@pytest.mark.parametrize(
+    ("fast_write", "target"), [(execute_many, _contents.insert()), (insert_many, _contents)]
+)
 def test_fast_writes_store_message_contents_byte_for_byte(
-    engine: Engine, owner: _Owner, fast_write: Callable[..., object]
+    engine: Engine, owner: _Owner, fast_write: Callable[..., object], target: object
 ) -> None:
     """The bytes COPY's text format must escape (NUL, 0xff, tab, newline, backslash) and the
     rest of the 256, as ``session.execute`` stores them."""
@@ -137,7 +139,6 @@ def test_fast_writes_store_message_contents_byte_for_byte(
     slow = [{**row, "message_id": m["id"]} for row, m in zip(fast, slow_messages, strict=True)]
     with session_factory(engine)() as session, session.begin():
         session.execute(_INSERT, messages + slow_messages)
-        target = _contents.insert() if fast_write is execute_many else _contents
         fast_write(session, target, fast)
         session.execute(_contents.insert(), slow)
     with session_factory(engine)() as session:
