@@ -62,8 +62,8 @@ from throughput import (
     candidate_messages,
     driver_conninfo,
     machine,
-    postgres_cpu,
     postgres_database,
+    receiving_cpu,
 )
 
 from mailconnect.compose import MessageInput, render
@@ -98,7 +98,8 @@ Prepared = tuple[list[tuple[Any, ...]], list[tuple[int, bytes]]]  # message rows
 class Store:
     """The model's statements on one database (0: queued, 1: sending, 2: sent)."""
 
-    blocking = False  # True: a whole group transaction runs on a thread, off the event loop
+    # PostgreSQL: a whole group transaction runs on a thread, off the event loop; SQLite: the
+    # statements on the loop, only the commit's fsync on a thread.
     postgres = False
 
     def enqueue(self, prepared: Prepared) -> None:
@@ -192,7 +193,6 @@ class SqliteStore(Store):
 
 
 class PostgresStore(Store):
-    blocking = True
     postgres = True
 
     def __init__(self, url: str, *, create: bool = True) -> None:
@@ -312,7 +312,7 @@ class GroupCommit:
             waiting, self._waiting = self._waiting, []
             works = [work for work, _ in waiting]
             try:
-                if self._store.blocking:
+                if self._store.postgres:
                     results = await loop.run_in_executor(None, self._transaction, works)
                 else:  # SQLite: the statements here, only the commit's fsync on a thread
                     self._store.begin()
@@ -422,10 +422,11 @@ class Run:
     server_seconds: float
 
 
-def one_run(store: Store, sink: Sink, count: int, args: argparse.Namespace) -> Run:
+def one_run(store: Store, sink: Sink, args: argparse.Namespace) -> Run:
+    count = args.messages
     messages = candidate_messages(count)
     postgres = store.postgres
-    server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
+    server = receiving_cpu(sink, postgres)
     cpu = time.process_time()
     start = time.perf_counter()
     store.enqueue(prepare(messages))
@@ -433,7 +434,7 @@ def one_run(store: Store, sink: Sink, count: int, args: argparse.Namespace) -> R
     sent = asyncio.run(deliver(store, sink.port, args.sessions, args.batch, args.window))
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    server = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server
+    server = receiving_cpu(sink, postgres) - server
     done = store.sent()
     if sent != count or done != count:
         raise SystemExit(f"{sent} sent, {done} marked sent, of {count}")
@@ -467,8 +468,8 @@ def two_processes(
     (started after the first chunk): the clock stops when every message is sent."""
     count = args.messages
     messages = candidate_messages(count)
-    postgres = database == "PostgreSQL"
-    server = sink.cpu() + (postgres_cpu() if postgres else 0.0)
+    postgres = store.postgres
+    server = receiving_cpu(sink, postgres)
     cpu = time.process_time()
     context = multiprocessing.get_context("fork")  # (no threads yet: the event loop is not)
     reported: Queue[float] = context.Queue()
@@ -488,7 +489,7 @@ def two_processes(
     cpu = time.process_time() - cpu + child_cpu
     if postgres:
         time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
-    server = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server
+    server = receiving_cpu(sink, postgres) - server
     done = store.sent()
     if done != count:
         raise SystemExit(f"{database}, two processes: {done} marked sent, of {count}")
@@ -526,7 +527,7 @@ def _runs(
             if side_by_side:
                 run = two_processes(database, store, where, sink, args)
             else:
-                run = one_run(store, sink, args.messages, args)
+                run = one_run(store, sink, args)
         kind = "2 processes" if side_by_side else "1 process"
         results.append((f"{args.design} model, {database}, {kind}, run {number}", run))
     return results

@@ -179,11 +179,6 @@ def _listing(query: str, ids: Sequence[Any]) -> str:
     return query.format(marks=", ".join("?" * len(ids)))
 
 
-def _opening(attempt: Any, tenant: Any, message: Any, at: Any, owner: str) -> tuple[Any, ...]:
-    """The parameters of the open statements: the attempt row's, then the lease check's."""
-    return (attempt, tenant, message, 1, at, owner, _SERVER, message, owner, _SENDING, at)
-
-
 def _claimed(
     rows: list[Any], recipients: Iterable[Sequence[Any]], contents: Iterable[Sequence[Any]]
 ) -> list[Claimed]:
@@ -202,6 +197,19 @@ class _Faithful:
 
     tenant: Any
     connection: Any
+    _owner: str
+    _attempts: dict[Any, Any]  # message id -> the attempt opened for it
+
+    def _openings(self, batch: list[Claimed]) -> list[tuple[Any, ...]]:
+        """The open statement's parameters for each claimed message, in message-id order (the
+        attempt row's, then the lease check's); each new attempt id is kept for the settle."""
+        at = self._time(datetime.now(UTC))
+        rows: list[tuple[Any, ...]] = []
+        for message in sorted(claimed[0] for claimed in batch):
+            attempt = self._attempts[message] = self._id(new_id())
+            lease_check = (message, self._owner, _SENDING, at)
+            rows.append((attempt, self.tenant, message, 1, at, self._owner, _SERVER, *lease_check))
+        return rows
 
     def _id(self, value: uuid.UUID) -> Any:
         return value
@@ -230,14 +238,13 @@ class _Faithful:
 
 
 class FaithfulSqliteStore(_Faithful, SqliteStore):
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        del create  # (the product's migrations made the tables: create_database)
+    def __init__(self, path: Path) -> None:  # (the tables: create_database)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         for name, value in SQLITE_PRAGMAS:
             self._db.execute(f"PRAGMA {name} = {value}")
         self.tenant, self.connection = self._db.execute(_CONNECTION).fetchone()
         self._owner = _owner()
-        self._attempts: dict[Any, Any] = {}  # message id -> the attempt opened for it
+        self._attempts = {}
 
     def _id(self, value: uuid.UUID) -> Any:
         return value.hex  # CHAR(32), as SQLAlchemy stores a UUID on SQLite
@@ -285,17 +292,7 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         )
 
     def open(self, batch: list[Claimed]) -> None:
-        now = datetime.now(UTC)
-        at = self._time(now)
-        ids = [self._id(new_id()) for _ in batch]
-        self._attempts.update(zip((c[0] for c in batch), ids, strict=True))
-        self._db.executemany(
-            _SQLITE_OPEN,
-            [
-                _opening(attempt, self.tenant, c[0], at, self._owner)
-                for c, attempt in zip(batch, ids, strict=True)
-            ],
-        )
+        self._db.executemany(_SQLITE_OPEN, self._openings(batch))
 
     def settle(self, outcomes: list[Outcome]) -> None:
         at = self._time(datetime.now(UTC))
@@ -320,15 +317,14 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
 
 
 class FaithfulPostgresStore(_Faithful, PostgresStore):
-    def __init__(self, url: str, *, create: bool = True) -> None:
-        del create  # (the product's migrations made the tables: create_database)
+    def __init__(self, url: str) -> None:  # (the tables: create_database)
         self._db = psycopg.connect(driver_conninfo(url))
         row = self._db.execute(_CONNECTION).fetchone()
         assert row is not None
         self.tenant, self.connection = row
         self._db.commit()
         self._owner = _owner()
-        self._attempts: dict[Any, Any] = {}  # message id -> the attempt opened for it
+        self._attempts = {}
         self._enqueued = self._analyzed = 0  # messages, in all and at the last ANALYZE
 
     def enqueue(self, prepared: Prepared) -> None:
@@ -380,15 +376,8 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
         )
 
     def open(self, batch: list[Claimed]) -> None:
-        now = datetime.now(UTC)
-        ids = [new_id() for _ in batch]
-        self._attempts.update(zip((c[0] for c in batch), ids, strict=True))
-        rows = [
-            _opening(attempt, self.tenant, c[0], now, self._owner)
-            for c, attempt in sorted(zip(batch, ids, strict=True), key=lambda pair: pair[0][0])
-        ]
         with self._db.cursor() as cursor:
-            cursor.executemany(_POSTGRES_OPEN, rows)
+            cursor.executemany(_POSTGRES_OPEN, self._openings(batch))
 
     def settle(self, outcomes: list[Outcome]) -> None:
         now = datetime.now(UTC)

@@ -226,6 +226,11 @@ class Sink:
             self.process.stderr.close()
 
 
+def receiving_cpu(sink: Sink, postgres: bool) -> float:
+    """CPU seconds of the receiving side so far: the sink's, plus PostgreSQL's when it runs."""
+    return sink.cpu() + (postgres_cpu() if postgres else 0.0)
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM) in MB, from /proc; 0 once it has exited.
 
@@ -420,7 +425,7 @@ def end_to_end(
         messages = candidate_messages(count, size)
         rendered = render(messages[0], domain_for_id="acme.example").size
         postgres = database == "PostgreSQL"
-        server_before = sink.cpu() + (postgres_cpu() if postgres else 0.0)
+        server_before = receiving_cpu(sink, postgres)
         cpu_before = _self_cpu()
         start = time.perf_counter()
         enqueue_many(outbox, tenant_id=tenant_id, messages=messages, connection_id=connection_id)
@@ -431,7 +436,7 @@ def end_to_end(
         sent = _sent(outbox)
         seconds = time.perf_counter() - start
         client_cpu = _self_cpu() - cpu_before
-        server_cpu = sink.cpu() + (postgres_cpu() if postgres else 0.0) - server_before
+        server_cpu = receiving_cpu(sink, postgres) - server_before
     finally:
         outbox.close()
     if sent != count or stats.sent != count:
@@ -481,7 +486,7 @@ def side_by_side(
         messages = candidate_messages(count)
         if url_given:
             time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
-        server_before = sink.cpu() + (postgres_cpu() if url_given else 0.0)
+        server_before = receiving_cpu(sink, url_given)
         cpu_before = _self_cpu()
         start = time.perf_counter()
         for first in range(0, count, CHUNK):
@@ -508,7 +513,7 @@ def side_by_side(
         usage = _reaped(child, STOP_SECONDS)
         if url_given:
             time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
-        server_cpu = sink.cpu() + (postgres_cpu() if url_given else 0.0) - server_before
+        server_cpu = receiving_cpu(sink, url_given) - server_before
     finally:
         if child is not None and child.returncode is None:
             child.kill()
@@ -849,7 +854,7 @@ def workers(
     command = [sys.executable, "-c", WORKER_COMMAND, "--once", "--no-guard", "--json"]
     command += ["--concurrency", str(sessions)]
     outputs = [(data_dir / f"worker{n}.out", data_dir / f"worker{n}.err") for n in range(processes)]
-    server_before = sink.cpu() + (postgres_cpu() if url_given else 0.0)
+    server_before = receiving_cpu(sink, url_given)
     cpu = 0.0
     start = time.perf_counter()
     children = []
@@ -868,7 +873,7 @@ def workers(
     watch.stop()
     if url_given:
         time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
-    server_cpu = sink.cpu() + (postgres_cpu() if url_given else 0.0) - server_before
+    server_cpu = receiving_cpu(sink, url_given) - server_before
     sent = 0
     for child, (out_file, err_file) in zip(children, outputs, strict=True):
         output = out_file.read_text()
