@@ -4,12 +4,16 @@ is spread over time, never refused; concurrent sessions per mailbox hold across 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from tests.support.sinks import Call, OutboxEnv, Slow, outbox_env, raw_server, smtp_sink
 
 from mailconnect.outbox import EventKind, MessageState, WorkerEvent, enqueue_many
+from mailconnect.outbox.limits import MINUTE, ConnectionLimits, allowance, record_sends
 from mailconnect.store import Limits, Message, RateEvent
 from mailconnect.store.types import utcnow
 
@@ -41,8 +45,10 @@ async def test_a_burst_above_the_per_minute_limit_is_spread(outbox_env: OutboxEn
             waiting = session.scalars(
                 select(Message.next_attempt_at).where(Message.state == MessageState.QUEUED)
             ).all()
-            counted = session.scalar(select(func.count()).select_from(RateEvent))
+            counted = session.scalar(select(func.sum(RateEvent.weight)))
+            rows = session.scalar(select(func.count()).select_from(RateEvent))
         assert counted == 3
+        assert rows == 1  # one row for the claim, weighted by the messages it took
         # moved to when the window reopens, about a minute after the first sends
         assert all(
             started + timedelta(seconds=55) < when < started + timedelta(seconds=70)
@@ -60,6 +66,36 @@ async def test_a_burst_above_the_per_minute_limit_is_spread(outbox_env: OutboxEn
         assert (await outbox_env.run()).sent == 3
         assert _states(outbox_env) == {MessageState.SENT: 6, MessageState.QUEUED: 1}
     assert connection is not None
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    weights=st.lists(st.integers(1, 6), min_size=1, max_size=10),
+    limit=st.integers(1, 40),
+    wanted=st.integers(1, 50),
+)
+def test_weighted_rows_admit_and_reopen_as_one_row_per_message_would(
+    outbox_env: OutboxEnv, weights: list[int], limit: int, wanted: int
+) -> None:
+    """Claims of several messages are one row each, weighted; the window must count them, and
+    say when it reopens, exactly as it would with a row per message."""
+    now = utcnow()
+    scope = f"connection:{uuid.uuid4()}"  # (each example its own scope: nothing carried over)
+    claims = [(now - timedelta(seconds=50 - i), weight) for i, weight in enumerate(weights)]
+    with outbox_env.outbox.transaction() as session:
+        for when, weight in claims:
+            record_sends(session, outbox_env.tenant_id, scope, weight, when)
+        got = allowance(
+            session, outbox_env.tenant_id, scope, ConnectionLimits(per_minute=limit), wanted, now
+        )
+    one_per_message = [when for when, weight in claims for _ in range(weight)]
+    free = limit - len(one_per_message)
+    assert got.granted == min(wanted, max(free, 0))
+    # full: a place is free again when the oldest messages above the limit have left the window
+    expected = one_per_message[-free] + MINUTE if free <= 0 else None
+    assert got.reopen_at == expected
 
 
 async def test_the_daily_limit_waits_for_tomorrow(outbox_env: OutboxEnv) -> None:

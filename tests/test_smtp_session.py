@@ -200,6 +200,21 @@ def test_an_exchange_never_shows_its_credentials_in_repr(mechanism: Mechanism) -
     assert mechanism.value in shown
 
 
+@given(st.lists(st.binary(), min_size=1).filter(lambda args: args[0].upper() != b"AUTH"))
+def test_a_command_reads_as_its_arguments_decoded_one_by_one(args: list[bytes]) -> None:
+    # (client_text decodes the joined line at once: no different, even for broken UTF-8)
+    expected = " ".join(arg.decode("utf-8", "replace") for arg in args)
+    assert client_text(args, answers_challenge=False) == expected
+
+
+@given(st.integers(200, 599), st.text())
+def test_a_recorded_reply_reads_as_reply_lines_make_it(code: int, message: str) -> None:
+    transcript = Transcript(["s3cret-value"])
+    clean = transcript.server(code, message)
+    assert str(transcript) == "\n".join(f"S: {line}" for line in reply_lines(code, clean))
+    assert [line.text for line in transcript.lines] == reply_lines(code, clean)
+
+
 def test_reply_lines_are_written_as_on_the_wire() -> None:
     assert reply_lines(250, "mx\nSIZE 10\nAUTH PLAIN") == [
         "250-mx",

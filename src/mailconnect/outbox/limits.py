@@ -11,8 +11,9 @@ What is limited
     its limits) or ``connection:<id>`` for a connection without a login.
 
 Messages per minute and per day
-    Sliding windows over ``mailconnect_rate_events``: one row (weight 1) per message, written in
-    the same transaction that claims the message, under a lock on the scope (PostgreSQL: a
+    Sliding windows over ``mailconnect_rate_events``: one row per claim, weighted by the number
+    of messages it claimed (the window's count is the sum of the weights), written in the same
+    transaction that claims the messages, under a lock on the scope (PostgreSQL: a
     transaction-scoped advisory lock; SQLite: ``BEGIN IMMEDIATE`` serialises writers anyway), so
     two workers cannot both take the last free place. A message claimed but then released unsent
     keeps its row: the count errs on the safe side. When a window is full the connection's due
@@ -165,16 +166,26 @@ def _used(session: Session, tenant_id: uuid.UUID, scope: str, since: datetime) -
 def _reopens(
     session: Session, tenant_id: uuid.UUID, scope: str, since: datetime, excess: int
 ) -> datetime | None:
-    """When the window has a free place again: the ``excess``-th oldest event leaves it."""
-    oldest: datetime | None = session.scalar(
-        select(RateEvent.occurred_at)
+    """When the window has a free place again: when the oldest events leave it that take more
+    than ``excess`` (the count above the limit) with them, counted by weight."""
+    running = (
+        select(
+            RateEvent.occurred_at,
+            func.sum(RateEvent.weight)
+            .over(order_by=(RateEvent.occurred_at, RateEvent.id), rows=(None, 0))
+            .label("running"),
+        )
         .where(
             RateEvent.tenant_id == tenant_id,
             RateEvent.scope == scope,
             RateEvent.occurred_at > since,
         )
-        .order_by(RateEvent.occurred_at)
-        .offset(max(excess, 0))
+        .subquery()
+    )
+    oldest: datetime | None = session.scalar(
+        select(running.c.occurred_at)
+        .where(running.c.running > max(excess, 0))
+        .order_by(running.c.occurred_at)
         .limit(1)
     )
     return oldest
@@ -211,11 +222,12 @@ def allowance(
 def record_sends(
     session: Session, tenant_id: uuid.UUID, scope: str, count: int, now: datetime
 ) -> None:
-    """Count ``count`` messages against the scope's windows."""
+    """Count ``count`` messages against the scope's windows: one row of that weight."""
     if count <= 0:
         return
-    rows = [{"tenant_id": tenant_id, "scope": scope, "occurred_at": now, "weight": 1}] * count
-    session.execute(insert(RateEvent), rows)
+    session.execute(
+        insert(RateEvent).values(tenant_id=tenant_id, scope=scope, occurred_at=now, weight=count)
+    )
 
 
 def spread(

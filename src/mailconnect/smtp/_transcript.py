@@ -59,7 +59,8 @@ def client_text(args: Sequence[bytes], *, answers_challenge: bool) -> str:
     if args and args[0].upper() == b"AUTH":
         shown = [_decode(arg) for arg in args[:2]]
         return " ".join([*shown, HIDDEN] if len(args) > 2 else shown)
-    return " ".join(_decode(arg) for arg in args)
+    # Decoded joined: the same text (a space cannot continue a UTF-8 sequence), in one call.
+    return _decode(b" ".join(args))
 
 
 def reply_lines(code: int, message: str) -> list[str]:
@@ -70,8 +71,15 @@ def reply_lines(code: int, message: str) -> list[str]:
     return lines
 
 
+_PREFIXES = {direction: f"{direction.value}: " for direction in Direction}
+
+
 class Transcript:
-    """An append-only record of one session, with secrets removed as lines are added."""
+    """An append-only record of one session, with secrets removed as lines are added.
+
+    Lines are kept as plain tuples and become :class:`TranscriptLine` only when asked for
+    (:attr:`lines`): the outbox records eight lines per message and wants only their text.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = tuple(s for s in secrets if s)
@@ -79,14 +87,14 @@ class Transcript:
         self._forms = tuple(
             form for s in self._secrets for form in (s, base64.b64encode(s.encode()).decode())
         )
-        self._lines: list[TranscriptLine] = []
+        self._lines: list[tuple[Direction, str, float]] = []
         self._started = time.perf_counter()
         self._challenge_open = False
         self._in_auth = False
 
     @property
     def lines(self) -> tuple[TranscriptLine, ...]:
-        return tuple(self._lines)
+        return tuple(TranscriptLine._make(line) for line in self._lines)
 
     def clear(self) -> None:
         """Forget the lines so far (a long session stores each message's part as it goes, and
@@ -94,8 +102,7 @@ class Transcript:
         self._lines.clear()
 
     def _add(self, direction: Direction, text: str) -> None:
-        at_ms = (time.perf_counter() - self._started) * 1000
-        self._lines.append(TranscriptLine(direction, text, at_ms))
+        self._lines.append((direction, text, (time.perf_counter() - self._started) * 1000))
 
     def client(self, *args: bytes) -> None:
         """Record a command (its arguments as they go on the wire)."""
@@ -117,8 +124,11 @@ class Transcript:
         themselves, which :meth:`scrub` removes. A 334 makes the next client line secret.
         """
         clean = redact(message, self._secrets) if self._in_auth else self.scrub(message)
-        for line in reply_lines(code, clean):
-            self._add(Direction.SERVER, line)
+        if "\n" in clean:
+            for line in reply_lines(code, clean):
+                self._add(Direction.SERVER, line)
+        else:  # (most replies: reply_lines' one line without its list)
+            self._add(Direction.SERVER, f"{code} {clean}".rstrip())
         self._challenge_open = code == _AUTH_CONTINUE
         return clean
 
@@ -131,4 +141,5 @@ class Transcript:
         self._add(Direction.NOTE, f"message of {size} bytes")
 
     def __str__(self) -> str:
-        return "\n".join(str(line) for line in self._lines)
+        prefixes = _PREFIXES
+        return "\n".join([prefixes[direction] + text for direction, text, _ in self._lines])

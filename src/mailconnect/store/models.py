@@ -333,11 +333,12 @@ class Attempt(Base):
 
 
 class RateEvent(Base):
-    """One send counted against a rate limit: sliding windows are counts over ``occurred_at``.
+    """Sends counted against a rate limit: sliding windows sum ``weight`` over ``occurred_at``.
 
     ``scope`` names what is limited: ``connection:<id>`` or ``mailbox:<host>/<username>`` (one
-    mailbox used by two connections shares its provider's limits). ``weight`` is 1 per message,
-    or the number of recipients where a provider counts those. Old rows are pruned.
+    mailbox used by two connections shares its provider's limits). ``weight`` is how many
+    messages the row counts: one row per claim (or per request, for the service's own limit).
+    Old rows are pruned.
     """
 
     __tablename__ = "mailconnect_rate_events"
