@@ -65,6 +65,8 @@ def client_text(args: Sequence[bytes], *, answers_challenge: bool) -> str:
 
 def reply_lines(code: int, message: str) -> list[str]:
     """A reply as the server sent it: ``250-first``, ..., ``250 last``."""
+    if "\n" not in message:  # (most replies)
+        return [f"{code} {message}".rstrip()]
     parts = message.split("\n")
     lines = [f"{code}-{part}" for part in parts[:-1]]
     lines.append(f"{code} {parts[-1]}".rstrip())
@@ -124,11 +126,8 @@ class Transcript:
         themselves, which :meth:`scrub` removes. A 334 makes the next client line secret.
         """
         clean = redact(message, self._secrets) if self._in_auth else self.scrub(message)
-        if "\n" in clean:
-            for line in reply_lines(code, clean):
-                self._add(Direction.SERVER, line)
-        else:  # (most replies: reply_lines' one line without its list)
-            self._add(Direction.SERVER, f"{code} {clean}".rstrip())
+        for line in reply_lines(code, clean):
+            self._add(Direction.SERVER, line)
         self._challenge_open = code == _AUTH_CONTINUE
         return clean
 
