@@ -188,11 +188,9 @@ def test_execute_many_updates_only_matching_rows_and_counts_them(
     assert stamps[rows[3]["id"]] == now
 
 
-def test_matched_many_says_which_rows_an_update_reached_where_the_driver_can(
-    engine: Engine, owner: _Owner
-) -> None:
-    """PostgreSQL (psycopg 3): each row's RETURNING, the held one missing. Other drivers:
-    None, and nothing executed (the caller then reads what it needs)."""
+def test_matched_many_says_which_rows_an_update_reached(engine: Engine, owner: _Owner) -> None:
+    """Each row's RETURNING, on both drivers: the held one did not match and is unchanged;
+    a statement without RETURNING is refused."""
     now = datetime.now(UTC)
     rows = [_row(owner, i, now) for i in range(4)]
     rows[1]["state"] = MessageState.HELD
@@ -200,21 +198,16 @@ def test_matched_many_says_which_rows_an_update_reached_where_the_driver_can(
         execute_many(session, _INSERT, rows)
         params = [{"b_id": r["id"], "b_state": MessageState.SENT, "b_now": now} for r in rows]
         matched = matched_many(session, _SETTLE.returning(_messages.c.id), params)
-        if engine.dialect.name == "postgresql":
-            with pytest.raises(ValueError, match="RETURNING"):
-                matched_many(session, _SETTLE, params)
+        with pytest.raises(ValueError, match="RETURNING"):
+            matched_many(session, _SETTLE, params)
         states = dict(session.execute(select(_messages.c.id, _messages.c.state)).all())
-    if engine.dialect.name == "postgresql":
-        assert matched == [rows[0]["id"], rows[2]["id"], rows[3]["id"]]
-        assert [states[r["id"]] for r in rows] == [
-            MessageState.SENT,
-            MessageState.HELD,
-            MessageState.SENT,
-            MessageState.SENT,
-        ]
-    else:
-        assert matched is None
-        assert {states[r["id"]] for r in rows} == {MessageState.QUEUED, MessageState.HELD}
+    assert matched == [True, False, True, True]
+    assert [states[r["id"]] for r in rows] == [
+        MessageState.SENT,
+        MessageState.HELD,
+        MessageState.SENT,
+        MessageState.SENT,
+    ]
 
 
 def test_execute_many_refuses_rows_missing_a_value(engine: Engine, owner: _Owner) -> None:

@@ -145,9 +145,10 @@ def _settling(where: ColumnElement[bool]) -> dict[bool, Update]:
     return {False: plain, True: plain.values(next_attempt_at=bindparam("b_next"))}
 
 
-_SETTLING = _settling(_HELD_BY_ME)
-# the same, saying which rows they reached (PostgreSQL: see _settle_where_held)
-_SETTLING_MATCHED = {key: plain.returning(_messages.c.id) for key, plain in _SETTLING.items()}
+# saying which rows they reached: see _settle_where_held
+_SETTLING_MATCHED = {
+    key: plain.returning(_messages.c.id) for key, plain in _settling(_HELD_BY_ME).items()
+}
 # the same values over recovery's guess: see _late_result
 _REPLACING_GUESS = _settling(
     (_messages.c.id == bindparam("b_id")) & (_messages.c.state == MessageState.UNCERTAIN)
@@ -364,7 +365,7 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
     if not done:
         return []
     rows = [_settle_row(item, now) for item in done]
-    held_ids = _settle_where_held(session, done, rows)
+    held_ids = _settle_where_held(session, rows)
     held = [item.claimed.id in held_ids for item in done]
     for item, row, kept in zip(done, rows, held, strict=True):
         # A lost lease with an attempt opened: recovery guessed "uncertain" from it, and the real
@@ -379,7 +380,7 @@ def finish_many(session: Session, done: Sequence[Finished], now: datetime) -> li
 
 
 def _settle_row(item: Finished, now: datetime) -> dict[str, object]:
-    """The parameters of the message's new state (for :data:`_SETTLING` and
+    """The parameters of the message's new state (for :data:`_SETTLING_MATCHED` and
     :data:`_REPLACING_GUESS`; ``b_next`` only when it is rescheduled)."""
     settlement = item.settlement
     row: dict[str, object] = {
@@ -403,32 +404,18 @@ def _by_message(row: Mapping[str, Any]) -> uuid.UUID:
     return message_id
 
 
-def _settle_where_held(
-    session: Session, done: Sequence[Finished], rows: Sequence[dict[str, object]]
-) -> set[uuid.UUID]:
+def _settle_where_held(session: Session, rows: Sequence[dict[str, object]]) -> set[uuid.UUID]:
     """The messages' new states (``rows``), where this worker still holds the lease; returns
-    those ids.
-
-    On PostgreSQL the settling statements say which rows they reached (each row's RETURNING),
-    so nothing is read or locked first; elsewhere the held ones are read, then settled.
-    """
+    those ids. The settling statements say which rows they reached (each row's RETURNING), so
+    nothing is read or locked first."""
     groups: dict[bool, list[dict[str, object]]] = {False: [], True: []}  # rescheduled or not
     for row in rows:
         groups["b_next" in row].append(row)
-    for group in groups.values():
-        group.sort(key=_by_message)
-    matched = [
-        matched_many(session, _SETTLING_MATCHED[reschedule], group)
-        for reschedule, group in groups.items()
-        if group
-    ]
-    if None not in matched:  # (the driver either tells for every statement or for none)
-        return {message_id for ids in matched if ids for message_id in ids}
-    held = _held(session, [item.claimed.id for item in done], {i.record.owner for i in done})
+    held: set[uuid.UUID] = set()
     for reschedule, group in groups.items():
-        mine = [row for row in group if row["b_id"] in held]
-        if mine:
-            execute_many(session, _SETTLING[reschedule], mine)
+        group.sort(key=_by_message)
+        reached = matched_many(session, _SETTLING_MATCHED[reschedule], group)
+        held.update(_by_message(row) for row, hit in zip(group, reached, strict=True) if hit)
     return held
 
 
