@@ -216,12 +216,13 @@ def load_outgoing_many(
     recipients: dict[uuid.UUID, list[tuple[int, str, RecipientState]]] = {i: [] for i in wanted}
     connection = session.connection()
     params = {"b_tenant": tenant_id, "b_ids": wanted}
-    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF, params):
+    # (.all(): the driver's fetchall, one call, rather than one fetch per row)
+    for message_id, position, address, state in connection.execute(_RECIPIENTS_OF, params).all():
         recipients[message_id].append((position, address, state))
     found: dict[uuid.UUID, Outgoing] = {}
     for message_id, content, envelope_from, smtputf8, size in connection.execute(
         _CONTENT_OF, params
-    ):
+    ).all():
         found[message_id] = Outgoing(
             content=content,
             envelope_from=envelope_from,
