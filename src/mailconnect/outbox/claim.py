@@ -90,10 +90,9 @@ def _claiming(chosen: ColumnElement[bool]) -> Any:
             lease_until=bindparam("c_until"),
             updated_at=bindparam("c_now"),
         )
+        # (not the tenant and connection: the claim's own, and two UUIDs less to convert a row)
         .returning(
             _messages.c.id,
-            _messages.c.tenant_id,
-            _messages.c.connection_id,
             _messages.c.message_id_header,
             _messages.c.attempt_count,
             _messages.c.expires_at,
@@ -218,17 +217,17 @@ def claim(
         rows = list(connection.execute(_CLAIM_CHOSEN, params).all())
     else:
         rows = list(connection.execute(_CLAIM_DUE, params).all())
-    rows.sort(key=lambda row: row[8] or now)  # RETURNING has no order; keep the oldest first
+    rows.sort(key=lambda row: row[6] or now)  # RETURNING has no order; keep the oldest first
     return [
         Claimed(
             id=row[0],
-            tenant_id=row[1],
-            connection_id=row[2],
-            message_id=row[3],
-            attempt_count=row[4],
-            expires_at=row[5],
-            claimed_from=row[6] or MessageState.QUEUED,
-            size=row[7],
+            tenant_id=tenant_id,
+            connection_id=connection_id,
+            message_id=row[1],
+            attempt_count=row[2],
+            expires_at=row[3],
+            claimed_from=row[4] or MessageState.QUEUED,
+            size=row[5],
         )
         for row in rows
     ]
