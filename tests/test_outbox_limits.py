@@ -72,25 +72,27 @@ async def test_a_burst_above_the_per_minute_limit_is_spread(outbox_env: OutboxEn
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    weights=st.lists(st.integers(1, 6), min_size=1, max_size=10),
+    # (seconds ago, weight): equal times, and claims a minute old or older (outside the window)
+    claims=st.lists(st.tuples(st.integers(1, 75), st.integers(1, 6)), min_size=1, max_size=10),
     limit=st.integers(1, 40),
     wanted=st.integers(1, 50),
 )
 def test_weighted_rows_admit_and_reopen_as_one_row_per_message_would(
-    outbox_env: OutboxEnv, weights: list[int], limit: int, wanted: int
+    outbox_env: OutboxEnv, claims: list[tuple[int, int]], limit: int, wanted: int
 ) -> None:
     """Claims of several messages are one row each, weighted; the window must count them, and
     say when it reopens, exactly as it would with a row per message."""
     now = utcnow()
     scope = f"connection:{uuid.uuid4()}"  # (each example its own scope: nothing carried over)
-    claims = [(now - timedelta(seconds=50 - i), weight) for i, weight in enumerate(weights)]
     with outbox_env.outbox.transaction() as session:
-        for when, weight in claims:
-            record_sends(session, outbox_env.tenant_id, scope, weight, when)
+        for age, weight in claims:
+            record_sends(session, outbox_env.tenant_id, scope, weight, now - timedelta(seconds=age))
         got = allowance(
             session, outbox_env.tenant_id, scope, ConnectionLimits(per_minute=limit), wanted, now
         )
-    one_per_message = [when for when, weight in claims for _ in range(weight)]
+    one_per_message = sorted(
+        now - timedelta(seconds=age) for age, weight in claims if age < 60 for _ in range(weight)
+    )
     free = limit - len(one_per_message)
     assert got.granted == min(wanted, max(free, 0))
     # full: a place is free again when the oldest messages above the limit have left the window

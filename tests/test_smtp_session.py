@@ -39,6 +39,7 @@ from mailconnect.smtp import (
     SmtpSession,
     TlsPolicy,
     Transcript,
+    TranscriptLine,
     bytes_after_reply,
     choose_mechanism,
     classify,
@@ -217,6 +218,10 @@ def test_a_recorded_reply_reads_as_on_the_wire(code: int, message: str) -> None:
     assert reply_lines(code, message) == wire
     assert str(transcript) == "\n".join(f"S: {line}" for line in wire)
     assert [line.text for line in transcript.lines] == wire
+    for shown in transcript.lines:  # (kept as plain tuples, handed out as TranscriptLine)
+        assert isinstance(shown, TranscriptLine)
+        assert shown.as_dict()["dir"] == "S"
+        assert shown.at_ms >= 0
 
 
 def test_reply_lines_are_written_as_on_the_wire() -> None:
