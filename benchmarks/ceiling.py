@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import queue
 import sqlite3
 import statistics
 import tempfile
@@ -56,7 +57,9 @@ from typing import Any
 
 import psycopg
 from throughput import (
+    CHUNK,
     HOST,
+    SIDE_BY_SIDE_LIMIT,
     Sink,
     anchor,
     candidate_messages,
@@ -359,16 +362,33 @@ class _Replies(asyncio.Protocol):
 
 
 async def _session(
-    port: int, store: Store, commits: GroupCommit, batch_size: int, window: int
+    port: int,
+    store: Store,
+    commits: GroupCommit,
+    batch_size: int,
+    size: int,
+    progress: list[int],
+    total: int,
 ) -> int:
+    """Claim and send until a claim finds nothing, or, with ``total``, until the sessions
+    together (``progress[0]``) have sent that many: an empty claim then waits a moment and
+    looks again, the session kept open (the enqueue is ahead, in another process)."""
     transport, replies = await asyncio.get_running_loop().create_connection(_Replies, HOST, port)
     await replies.take(1)
     transport.write(b"EHLO bench.acme.example\r\n")
     await replies.take(1)
     sent = 0
-    while batch := await commits.run(lambda: store.claim(batch_size)):
-        for first in range(0, len(batch), window):
-            sent += await _window(transport, replies, store, commits, batch[first : first + window])
+    while True:
+        batch = await commits.run(lambda: store.claim(batch_size))
+        if not batch:
+            if progress[0] >= total:
+                break
+            await asyncio.sleep(0.005)
+            continue
+        for first in range(0, len(batch), size):
+            done = await _window(transport, replies, store, commits, batch[first : first + size])
+            sent += done
+            progress[0] += done
     transport.write(b"QUIT\r\n")
     await replies.take(1)
     transport.close()
@@ -402,15 +422,24 @@ async def _window(
     return len(outcomes)
 
 
-async def deliver(store: Store, port: int, sessions: int, batch_size: int, window: int) -> int:
+async def deliver(
+    store: Store, port: int, sessions: int, batch_size: int, window: int, total: int = 0
+) -> int:
+    """Deliver with ``sessions`` sessions until nothing is due, or until ``total`` are sent."""
     commits = GroupCommit(store)
     server = asyncio.create_task(commits.serve())
+    progress = [0]
     try:
         counts = await asyncio.gather(
-            *(_session(port, store, commits, batch_size, window) for _ in range(sessions))
+            *(
+                _session(port, store, commits, batch_size, window, progress, total)
+                for _ in range(sessions)
+            )
         )
     finally:
         server.cancel()
+        # (its failure, if any, reached the sessions already; retrieved here, not logged)
+        await asyncio.gather(server, return_exceptions=True)
     return sum(counts)
 
 
@@ -420,12 +449,15 @@ class Run:
     enqueue_seconds: float
     cpu_seconds: float
     server_seconds: float
+    side_by_side: bool = False  # the delivery ran during the enqueue: no rate of its own
 
 
 def one_run(store: Store, sink: Sink, args: argparse.Namespace) -> Run:
     count = args.messages
     messages = candidate_messages(count)
     postgres = store.postgres
+    if postgres:
+        time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
     server = receiving_cpu(sink, postgres)
     cpu = time.process_time()
     start = time.perf_counter()
@@ -447,16 +479,8 @@ def _deliver_all(
     """The delivering process of a two-process run: deliver until every message is sent."""
     store = _store(args.design, database, where, create=False)
     start = time.process_time()
-
-    async def run() -> None:
-        sent = 0
-        while sent < args.messages:
-            delivered = await deliver(store, port, args.sessions, args.batch, args.window)
-            sent += delivered
-            if not delivered:  # the enqueue is ahead: look again soon
-                await asyncio.sleep(0.005)
-
-    asyncio.run(run())
+    total = args.messages
+    asyncio.run(deliver(store, port, args.sessions, args.batch, args.window, total))
     store.close()
     cpu.put(time.process_time() - start)
 
@@ -464,28 +488,38 @@ def _deliver_all(
 def two_processes(
     database: str, store: Store, where: str, sink: Sink, args: argparse.Namespace
 ) -> Run:
-    """The enqueue here, in chunks of 1,000 (each durable), while a second process delivers
-    (started after the first chunk): the clock stops when every message is sent."""
+    """The enqueue here, in chunks of CHUNK (each durable), while a second process delivers
+    (started after the first chunk): the clock stops when every message is sent. A child that
+    fails, or is not done within SIDE_BY_SIDE_LIMIT, ends the run with its exit code."""
     count = args.messages
     messages = candidate_messages(count)
     postgres = store.postgres
+    if postgres:
+        time.sleep(0.3)  # the set-up's backends exit and are counted before the clock starts
     server = receiving_cpu(sink, postgres)
     cpu = time.process_time()
     context = multiprocessing.get_context("fork")  # (no threads yet: the event loop is not)
     reported: Queue[float] = context.Queue()
-    child = None
-    start = time.perf_counter()
-    for first in range(0, count, 1000):
-        store.enqueue(prepare(messages[first : first + 1000], first_id=first + 1))
-        if child is None:
-            target_args = (database, where, sink.port, args, reported)
-            child = context.Process(target=_deliver_all, args=target_args)
-            child.start()
-    enqueued = time.perf_counter()
-    child_cpu = reported.get(timeout=600)
-    seconds = time.perf_counter() - start
-    assert child is not None
-    child.join()
+    child: multiprocessing.process.BaseProcess | None = None
+    try:
+        start = time.perf_counter()
+        for first in range(0, count, CHUNK):
+            store.enqueue(prepare(messages[first : first + CHUNK], first_id=first + 1))
+            if child is None:
+                target_args = (database, where, sink.port, args, reported)
+                child = context.Process(target=_deliver_all, args=target_args)
+                child.start()
+        enqueued = time.perf_counter()
+        assert child is not None
+        child_cpu = _reported(reported, child, start + SIDE_BY_SIDE_LIMIT)
+        seconds = time.perf_counter() - start
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"the delivering process ended with exit code {child.exitcode}")
+    finally:
+        if child is not None and child.exitcode is None:
+            child.terminate()
+            child.join()
     cpu = time.process_time() - cpu + child_cpu
     if postgres:
         time.sleep(0.3)  # the postmaster counts an exited backend's CPU once it has reaped it
@@ -493,7 +527,21 @@ def two_processes(
     done = store.sent()
     if done != count:
         raise SystemExit(f"{database}, two processes: {done} marked sent, of {count}")
-    return Run(seconds, enqueued - start, cpu, server)
+    return Run(seconds, enqueued - start, cpu, server, side_by_side=True)
+
+
+def _reported(
+    reported: Queue[float], child: multiprocessing.process.BaseProcess, deadline: float
+) -> float:
+    """The CPU seconds the delivering child reports when it is done; SystemExit if it ended
+    without (it failed) or is still at work at ``deadline`` (``time.perf_counter``)."""
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return reported.get(timeout=0.1)
+        if child.exitcode is not None:
+            raise SystemExit(f"the delivering process ended with exit code {child.exitcode}")
+        if time.perf_counter() > deadline:
+            raise SystemExit("the delivering process did not finish in time")
 
 
 def _store(design: str, database: str, where: str, *, create: bool, port: int = 0) -> Store:
@@ -559,10 +607,10 @@ def main() -> None:
         first = anchor(sink, count, args.sessions)
         runs = []
         for design in designs:
-            args.design = design
+            each = argparse.Namespace(**{**vars(args), "design": design})
             for database in ("SQLite",) if args.no_postgres else ("SQLite", "PostgreSQL"):
-                runs += _runs(database, sink, args)
-                runs += _runs(database, sink, args, side_by_side=True)
+                runs += _runs(database, sink, each)
+                runs += _runs(database, sink, each, side_by_side=True)
         last = anchor(sink, count, args.sessions)
     finally:
         sink.stop()
@@ -578,17 +626,18 @@ def main() -> None:
     print(f"{'anchor before the model':48} {first.rate:8,.0f} {first.rate / base:8.2f}")
     for case, run in runs:
         rate = count / run.seconds
-        delivery = count / (run.seconds - run.enqueue_seconds)
+        alone = run.seconds - run.enqueue_seconds
+        delivery = "-" if run.side_by_side else f"{count / alone:,.0f}"
         print(
             f"{case:48} {rate:8,.0f} {rate / base:8.2f} {count / run.enqueue_seconds:9,.0f}"
-            f" {delivery:10,.0f} {run.cpu_seconds / count * 1e6:9.0f}"
+            f" {delivery:>10} {run.cpu_seconds / count * 1e6:9.0f}"
             f" {run.server_seconds / count * 1e6:9.0f}"
         )
     print(f"{'anchor after the model':48} {last.rate:8,.0f} {last.rate / base:8.2f}")
     print(
         "x anchor: against the mean of the two anchor runs; CPU per message: the client is this"
         " process (and the delivering one), the server the sink (and PostgreSQL); 2 processes:"
-        " enqueue/s is until the last chunk, delivery/s the rest"
+        " enqueue/s is until the last chunk, and the delivery, beside it, has no rate of its own"
     )
 
 

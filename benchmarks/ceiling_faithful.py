@@ -22,10 +22,11 @@ claim     the due messages of the connection leased to this worker, oldest first
 open      per window (``--window``, the worker's 8), before the first MAIL: an attempt row per
           message, each inserted only where this worker holds an unexpired lease (PostgreSQL:
           the message row share-locked); one commit.
-settle    after the window's last reply, in one commit: the message rows still held read by
-          primary key (SQLite; PostgreSQL's UPDATE says which rows it reached), their final
-          state (lease cleared, attempt count, times), each attempt's outcome, reply, transcript
-          and server, each recipient's state unless already accepted.
+settle    after the window's last reply, in one commit: each message's final state (lease
+          cleared, attempt count, times) where this worker still holds it, the UPDATE saying
+          by its RETURNING whether it did (SQLite: one statement per row; PostgreSQL: pipelined),
+          each attempt's outcome, reply, transcript and server, each recipient's state unless
+          already accepted.
 
 Statements run once per row as the product's do (``executemany``; psycopg pipelines them):
 statements over arrays were measured slower on PostgreSQL (docs/performance.md).
@@ -73,8 +74,8 @@ UPDATE mailconnect_messages SET claimed_from = state, state = 'sending', lease_o
 WHERE id IN (SELECT id FROM mailconnect_messages WHERE state IN (?, ?)
     AND connection_id = ? AND next_attempt_at <= ? AND tenant_id = ?
     ORDER BY next_attempt_at LIMIT ?)
-RETURNING id, tenant_id, connection_id, message_id_header, attempt_count, expires_at,
-    claimed_from, size_bytes, next_attempt_at
+RETURNING id, message_id_header, attempt_count, expires_at, claimed_from, size_bytes,
+    next_attempt_at
 """
 _SQLITE_RECIPIENTS = """
 SELECT message_id, position, address, state FROM mailconnect_message_recipients
@@ -92,18 +93,13 @@ INSERT INTO mailconnect_attempts
 SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT id FROM mailconnect_messages
     WHERE id = ? AND lease_owner = ? AND state = ? AND lease_until > ?)
 """
-# (``+state``: read by primary key, as the product's read of the held ones is; over the state
-# index SQLite would visit every message being sent.)
-_SQLITE_HELD = """
-SELECT id FROM mailconnect_messages
-WHERE id IN ({marks}) AND lease_owner = ? AND +state = ?
-ORDER BY id
-"""
+# Each row says whether it was still held (its RETURNING), as the product's settling does.
 _SETTLE = """
 UPDATE mailconnect_messages SET state = 'sent', state_reason = NULL, attempt_count = {p},
     claimed_from = NULL, lease_owner = NULL, lease_until = NULL, updated_at = {p},
     finished_at = {p}
 WHERE id = {p} AND lease_owner = {p} AND state = {p}
+RETURNING id
 """
 _CLOSE = """
 UPDATE mailconnect_attempts SET duration_ms = {p}, outcome = 'sent', reply_code = 250,
@@ -125,8 +121,8 @@ _POSTGRES_CLAIM = """
 UPDATE mailconnect_messages SET claimed_from = state, state = 'sending', lease_owner = %s,
     lease_until = %s, updated_at = %s
 WHERE id = ANY(%s) AND state IN (%s, %s)
-RETURNING id, tenant_id, connection_id, message_id_header, attempt_count, expires_at,
-    claimed_from, size_bytes, next_attempt_at
+RETURNING id, message_id_header, attempt_count, expires_at, claimed_from, size_bytes,
+    next_attempt_at
 """
 _POSTGRES_RECIPIENTS = """
 SELECT message_id, position, address, state FROM mailconnect_message_recipients
@@ -217,6 +213,18 @@ class _Faithful:
     def _time(self, value: datetime) -> Any:
         return value
 
+    def _settling(self, outcomes: list[Outcome]) -> tuple[list[tuple[Any, ...]], ...]:
+        """The parameters of the three settling statements (message, attempt, recipient), in
+        message-id order as the product's."""
+        at = self._time(datetime.now(UTC))
+        ordered = sorted(outcomes, key=lambda outcome: outcome[0])
+        owner = self._owner
+        return (
+            [(1, at, at, id_, owner, _SENDING) for id_, _, _ in ordered],
+            [(3, reply, log, _SERVER, self._attempts.pop(id_)) for id_, reply, log in ordered],
+            [(reply, at, self.tenant, id_, _ACCEPTED) for id_, reply, _ in ordered],
+        )
+
     def _rows(self, prepared: Prepared) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The message rows (``_MESSAGE_COLUMNS``) and the recipient rows of an enqueue, and
         the contents, each under a new id as the product makes them."""
@@ -283,7 +291,7 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         ).fetchall()
         if not rows:
             return []
-        rows.sort(key=lambda row: row[8])
+        rows.sort(key=lambda row: row[6])
         ids = [row[0] for row in rows]
         return _claimed(
             rows,
@@ -295,22 +303,12 @@ class FaithfulSqliteStore(_Faithful, SqliteStore):
         self._db.executemany(_SQLITE_OPEN, self._openings(batch))
 
     def settle(self, outcomes: list[Outcome]) -> None:
-        at = self._time(datetime.now(UTC))
-        ids = sorted(id_ for id_, _, _ in outcomes)
-        held_query = _listing(_SQLITE_HELD, ids)
-        held = {row[0] for row in self._db.execute(held_query, (*ids, self._owner, _SENDING))}
-        self._db.executemany(
-            _SETTLE.format(p="?"),
-            [(1, at, at, id_, self._owner, _SENDING) for id_, _, _ in outcomes if id_ in held],
-        )
-        self._db.executemany(
-            _CLOSE.format(p="?"),
-            [(3, reply, log, _SERVER, self._attempts.pop(id_)) for id_, reply, log in outcomes],
-        )
-        self._db.executemany(
-            _RECIPIENT.format(p="?"),
-            [(reply, at, self.tenant, id_, _ACCEPTED) for id_, reply, _ in outcomes],
-        )
+        messages, attempts, recipients = self._settling(outcomes)
+        settle = _SETTLE.format(p="?")
+        for row in messages:  # (sqlite3 has no executemany for a statement returning rows)
+            self._db.execute(settle, row).fetchall()
+        self._db.executemany(_CLOSE.format(p="?"), attempts)
+        self._db.executemany(_RECIPIENT.format(p="?"), recipients)
 
     def sent(self) -> int:
         return int(self._db.execute(_SENT).fetchone()[0])
@@ -367,7 +365,7 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
         rows = self._db.execute(
             _POSTGRES_CLAIM, (self._owner, now + _LEASE, now, chosen, *_CLAIMABLE)
         ).fetchall()
-        rows.sort(key=lambda row: row[8])
+        rows.sort(key=lambda row: row[6])
         ids = [row[0] for row in rows]
         return _claimed(
             rows,
@@ -380,26 +378,15 @@ class FaithfulPostgresStore(_Faithful, PostgresStore):
             cursor.executemany(_POSTGRES_OPEN, self._openings(batch))
 
     def settle(self, outcomes: list[Outcome]) -> None:
-        now = datetime.now(UTC)
-        ordered = sorted(outcomes, key=lambda outcome: outcome[0])
+        messages, attempts, recipients = self._settling(outcomes)
         with self._db.cursor() as cursor:
-            cursor.executemany(
-                _SETTLE.format(p="%s") + " RETURNING id",
-                [(1, now, now, id_, self._owner, _SENDING) for id_, _, _ in ordered],
-                returning=True,
-            )
-            while True:  # which messages were still held (each row's RETURNING)
+            cursor.executemany(_SETTLE.format(p="%s"), messages, returning=True)
+            while True:  # each row's RETURNING, read as the product reads it
                 cursor.fetchall()
                 if not cursor.nextset():
                     break
-            cursor.executemany(
-                _CLOSE.format(p="%s"),
-                [(3, reply, log, _SERVER, self._attempts.pop(id_)) for id_, reply, log in ordered],
-            )
-            cursor.executemany(
-                _RECIPIENT.format(p="%s"),
-                [(reply, now, self.tenant, id_, _ACCEPTED) for id_, reply, _ in ordered],
-            )
+            cursor.executemany(_CLOSE.format(p="%s"), attempts)
+            cursor.executemany(_RECIPIENT.format(p="%s"), recipients)
 
     def sent(self) -> int:
         row = self._db.execute(_SENT).fetchone()
