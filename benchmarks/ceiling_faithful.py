@@ -154,13 +154,13 @@ _ANALYZE = (
 )
 
 
-def create_database(url: str, port: int) -> tuple[uuid.UUID, uuid.UUID]:
+def create_database(url: str, port: int) -> None:
     """The product's tables on ``url`` (its migrations), with the benchmark's tenant and its
-    connection to the sink on ``port``; returns their ids."""
+    connection to the sink on ``port`` (the stores read their ids back)."""
     with tempfile.TemporaryDirectory(prefix="mc-faithful-") as data_dir:
         outbox = Outbox.open(load_config(data_dir=Path(data_dir), database_url=url))
         try:
-            return bench_tenant(outbox, port)
+            bench_tenant(outbox, port)
         finally:
             outbox.close()
 
