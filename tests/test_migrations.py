@@ -119,14 +119,18 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_to_base_drops_everything(engine:
     assert pending_model_changes(engine) == []
 
 
+def _stored_uuid(value: uuid.UUID, postgres: bool) -> str:
+    """A UUID as raw SQL stores it: PostgreSQL's uuid, or SQLAlchemy's 32 hex digits on SQLite."""
+    return str(value) if postgres else value.hex
+
+
 def _message_at_0003(
     connection: Connection, ids: tuple[uuid.UUID, uuid.UUID], content: bytes
 ) -> None:
     """A message row as revision 0003 has it, its content inside (the models no longer do)."""
-    sqlite = connection.dialect.name == "sqlite"
-    tenant_id, connection_id = (value.hex if sqlite else str(value) for value in ids)
-    message_id = uuid.uuid4()
-    stored_id = message_id.hex if sqlite else str(message_id)
+    postgres = connection.dialect.name == "postgresql"
+    tenant_id, connection_id = (_stored_uuid(value, postgres) for value in ids)
+    stored_id = _stored_uuid(uuid.uuid4(), postgres)
     connection.execute(
         text(
             "INSERT INTO mailconnect_messages (id, tenant_id, connection_id, message_id_header,"
@@ -193,6 +197,72 @@ def test_0004_moves_the_contents_out_of_the_message_rows_and_back(engine: Engine
     with engine.connect() as connection:
         assert [bytes(v) for v in connection.execute(text(moved)).scalars()] == [small, large]
         assert list(connection.execute(text(kept)).scalars()) == addresses
+    assert pending_model_changes(engine) == []
+
+
+def test_0005_compresses_new_contents_with_lz4_on_postgresql(engine: Engine) -> None:
+    """PostgreSQL: contents stored after 0005 are LZ4-compressed, and every content reads back
+    whichever method stored it, down and up again; SQLite: nothing changes."""
+    upgrade(engine, "0004")
+    with Session(engine) as session, session.begin():
+        tenant = create_tenant(session, external_id="acme", name="Acme")
+        settings = ConnectionSettings.parse(
+            host="smtp.acme.example", port=587, security="starttls", auth="none"
+        )
+        ids = (tenant.id, create_connection(session, tenant.id, name="jobs", settings=settings).id)
+    postgres = engine.dialect.name == "postgresql"
+    text_body = b"Thank you for applying. " * 400  # compressible, well above 2 KB
+    contents = [f"Subject: {n}\r\n\r\n".encode() + text_body for n in range(3)]
+
+    def store(content: bytes) -> None:
+        row = {
+            "tenant": _stored_uuid(ids[0], postgres),
+            "id": _stored_uuid(uuid.uuid4(), postgres),
+            "connection": _stored_uuid(ids[1], postgres),
+            "content": content,
+            "size": len(content),
+            "now": "2026-11-27 12:00:00",
+        }
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO mailconnect_messages (id, tenant_id, connection_id,"
+                    " message_id_header, envelope_from, size_bytes, smtputf8, state,"
+                    " attempt_count, created_at, updated_at) VALUES (:id, :tenant, :connection,"
+                    " '<m@acme.example>', 'jobs@acme.example', :size, false, 'queued', 0, :now,"
+                    " :now)"
+                ),
+                row,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO mailconnect_message_contents (message_id, tenant_id, content)"
+                    " VALUES (:id, :tenant, :content)"
+                ),
+                row,
+            )
+
+    def methods() -> list[str | None]:
+        if not postgres:
+            return []
+        query = "SELECT pg_column_compression(content) FROM mailconnect_message_contents"
+        with engine.connect() as connection:
+            return sorted(connection.execute(text(query)).scalars(), key=str)
+
+    def stored() -> list[bytes]:
+        query = "SELECT content FROM mailconnect_message_contents"
+        with engine.connect() as connection:
+            return sorted(bytes(v) for v in connection.execute(text(query)).scalars())
+
+    store(contents[0])  # at 0004: PostgreSQL's default, pglz
+    upgrade(engine)
+    store(contents[1])
+    assert methods() == (["lz4", "pglz"] if postgres else [])
+    downgrade(engine, "0004")
+    store(contents[2])
+    assert methods() == (["lz4", "pglz", "pglz"] if postgres else [])
+    upgrade(engine)
+    assert stored() == sorted(contents)
     assert pending_model_changes(engine) == []
 
 
