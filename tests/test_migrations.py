@@ -119,6 +119,15 @@ def test_upgrade_twice_is_a_no_op_and_downgrade_to_base_drops_everything(engine:
     assert pending_model_changes(engine) == []
 
 
+def _tenant_and_connection(engine: Engine) -> tuple[uuid.UUID, uuid.UUID]:
+    with Session(engine) as session, session.begin():
+        tenant = create_tenant(session, external_id="acme", name="Acme")
+        settings = ConnectionSettings.parse(
+            host="smtp.acme.example", port=587, security="starttls", auth="none"
+        )
+        return tenant.id, create_connection(session, tenant.id, name="jobs", settings=settings).id
+
+
 def _stored_uuid(value: uuid.UUID, postgres: bool) -> str:
     """A UUID as raw SQL stores it: PostgreSQL's uuid, or SQLAlchemy's 32 hex digits on SQLite."""
     return str(value) if postgres else value.hex
@@ -163,12 +172,7 @@ def _message_at_0003(
 
 def test_0004_moves_the_contents_out_of_the_message_rows_and_back(engine: Engine) -> None:
     upgrade(engine, "0003")
-    with Session(engine) as session, session.begin():
-        tenant = create_tenant(session, external_id="acme", name="Acme")
-        settings = ConnectionSettings.parse(
-            host="smtp.acme.example", port=587, security="starttls", auth="none"
-        )
-        ids = (tenant.id, create_connection(session, tenant.id, name="jobs", settings=settings).id)
+    ids = _tenant_and_connection(engine)
     small, large = b"Subject: one\r\n\r\nbody\r\n", bytes(range(256)) * 40  # (overflows)
     with engine.begin() as connection:
         _message_at_0003(connection, ids, small)
@@ -204,12 +208,7 @@ def test_0005_compresses_new_contents_with_lz4_on_postgresql(engine: Engine) -> 
     """PostgreSQL: contents stored after 0005 are LZ4-compressed, and every content reads back
     whichever method stored it, down and up again; SQLite: nothing changes."""
     upgrade(engine, "0004")
-    with Session(engine) as session, session.begin():
-        tenant = create_tenant(session, external_id="acme", name="Acme")
-        settings = ConnectionSettings.parse(
-            host="smtp.acme.example", port=587, security="starttls", auth="none"
-        )
-        ids = (tenant.id, create_connection(session, tenant.id, name="jobs", settings=settings).id)
+    ids = _tenant_and_connection(engine)
     postgres = engine.dialect.name == "postgresql"
     text_body = b"Thank you for applying. " * 400  # compressible, well above 2 KB
     contents = [f"Subject: {n}\r\n\r\n".encode() + text_body for n in range(3)]
