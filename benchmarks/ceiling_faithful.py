@@ -15,7 +15,7 @@ session leases for it, and neither does this model. Per message, as the product 
 
 enqueue   the message row (its ids, Message-ID, sender, subject, size, state, times, expiry),
           the content row, one recipient row; on PostgreSQL with COPY, then an ANALYZE once an
-          enqueue of 100 or more has doubled the tables (see ``enqueue._analyze_if_stale``).
+          enqueue of 100 or more has doubled the tables (see ``storing._analyze_if_stale``).
 claim     the due messages of the connection leased to this worker, oldest first (SQLite: one
           UPDATE over a subquery; PostgreSQL: the oldest due of each claimable state read and
           locked, then updated by id), then the contents and recipients read.

@@ -6,6 +6,7 @@ Every test runs on SQLite and on PostgreSQL (``database_url`` through ``outbox_e
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -46,6 +47,9 @@ from mailconnect.store import (
 )
 from mailconnect.store.types import utcnow
 
+enqueue_module = importlib.import_module("mailconnect.outbox.enqueue")
+storing_module = importlib.import_module("mailconnect.outbox.storing")
+
 __all__ = ["outbox_env", "sqlite_env"]
 
 RAW = (
@@ -57,7 +61,9 @@ RAW = (
 )
 
 
-def _count(env: OutboxEnv, model: type[Message] | type[MessageRecipient]) -> int:
+def _count(
+    env: OutboxEnv, model: type[Message] | type[MessageRecipient] | type[MessageContent]
+) -> int:
     with env.outbox.reading() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -172,6 +178,87 @@ def test_one_invalid_message_refuses_the_whole_bulk_call(outbox_env: OutboxEnv) 
         enqueue_many(outbox_env.outbox, tenant_id=outbox_env.tenant_id, messages=messages)
     assert caught.value.field.startswith("messages[1].to[0]")
     assert _count(outbox_env, Message) == 0
+
+
+def _stored_in_chunks(monkeypatch: pytest.MonkeyPatch, fail_with: int | None = None) -> list[str]:
+    """Chunks of 3 items; the names of the threads that store them, one per chunk. With
+    ``fail_with``, storing the chunk that holds that item raises RuntimeError instead."""
+    monkeypatch.setattr(enqueue_module, "_CHUNK", 3)
+    threads: list[str] = []
+    insert = storing_module._insert
+
+    def spied(session: Session, tenant_id: uuid.UUID, planned: list[Any], now: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        if fail_with in {p.index for p in planned}:
+            raise RuntimeError("the database went away")
+        return insert(session, tenant_id, planned, now)
+
+    monkeypatch.setattr(storing_module, "_insert", spied)
+    return threads
+
+
+def test_a_bulk_call_stored_in_chunks_keeps_keys_connections_and_order(
+    outbox_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL stores each chunk in a second thread while the next renders; SQLite stores
+    # all at the end. Either way: keys repeated across chunks, a key of an earlier call, a
+    # second connection looked up while a chunk may be storing, results in input order.
+    env = outbox_env
+    first, second = env.connection(25), env.connection(26)
+    old = EnqueueItem(env.message(), idempotency_key="old")
+    earlier = enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=[old], connection_id=first)
+    threads = _stored_in_chunks(monkeypatch)
+    keys = [f"k{i % 6}" if i % 2 else None for i in range(14)]
+    keys[4] = "old"
+    items = [
+        EnqueueItem(
+            env.message(subject=f"m{i}"),
+            connection_id=first if i < 7 else second,
+            idempotency_key=keys[i],
+        )
+        for i in range(14)
+    ]
+    results = enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)
+    created = [i for i, result in enumerate(results) if result.created]
+    assert created == [0, 1, 2, 3, 5, 6, 8, 10, 12]
+    assert results[4].id == earlier[0].id
+    assert [results[i].id for i in (7, 9, 11, 13)] == [results[i].id for i in (1, 3, 5, 1)]
+    assert len({results[i].id for i in created}) == 9
+    with env.outbox.reading() as session:
+        rows = dict(session.execute(select(Message.id, Message.connection_id)).all())
+        subjects = dict(session.execute(select(Message.id, Message.subject)).all())
+    assert [rows[results[i].id] for i in created] == [first] * 6 + [second] * 3
+    assert [subjects[results[i].id] for i in created] == [f"m{i}" for i in created]
+    for model in (Message, MessageContent, MessageRecipient):
+        assert _count(env, model) == 10
+    if env.outbox.engine.dialect.name == "postgresql":
+        assert len(threads) == 5  # 14 items in chunks of 3
+        assert all(name.startswith("mailconnect-enqueue") for name in threads), threads
+    else:
+        assert threads == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("failing", ["render", "store"])
+def test_a_failure_in_a_later_chunk_stores_nothing_of_the_call(
+    outbox_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    env = outbox_env
+    env.connection(25)
+    threads = _stored_in_chunks(monkeypatch, fail_with=7 if failing == "store" else None)
+    messages = [env.message() for _ in range(10)]
+    if failing == "render":
+        messages[7] = env.message("not an address")
+        with pytest.raises(ConfigurationError) as caught:
+            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=messages)
+        assert caught.value.field.startswith("messages[7].to[0]")
+    else:
+        with pytest.raises(RuntimeError, match="went away"):
+            enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=messages)
+    postgres = env.outbox.engine.dialect.name == "postgresql"
+    # chunks stored or tried: items 0-2 and 3-5 before item 7 fails to render, 6-8 fail to store
+    assert len(threads) == (2 + (failing == "store") if postgres else int(failing == "store"))
+    for model in (Message, MessageContent, MessageRecipient):
+        assert _count(env, model) == 0
 
 
 def test_the_transactional_outbox_follows_the_callers_transaction(outbox_env: OutboxEnv) -> None:
@@ -440,7 +527,6 @@ def test_a_bulk_load_into_tables_never_analyzed_gathers_their_statistics(
 
 
 # (the package's enqueue function hides its module's name)
-enqueue_module = importlib.import_module("mailconnect.outbox.enqueue")
 
 
 def _lookup_plan(session: Session) -> str:
@@ -474,14 +560,14 @@ def test_bulk_calls_in_one_transaction_keep_the_lookup_by_id_on_its_unique_index
     env = outbox_env
     env.connection(25)
     plans: list[str] = []
-    insert_many = enqueue_module.insert_many
+    insert_many = storing_module.insert_many
 
     def planned_first(session: Session, table: Any, rows: Any) -> None:
         if table.name == "mailconnect_message_contents":
             plans.append(_lookup_plan(session))
         insert_many(session, table, rows)
 
-    monkeypatch.setattr(enqueue_module, "insert_many", planned_first)
+    monkeypatch.setattr(storing_module, "insert_many", planned_first)
     with env.outbox.transaction() as session:
         for _ in range(4):
             messages = [env.message() for _ in range(300)]

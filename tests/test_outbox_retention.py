@@ -34,7 +34,7 @@ from mailconnect.store.types import utcnow
 __all__ = ["outbox_env", "sqlite_env"]  # fixtures
 
 # (the package's enqueue function hides its module's name)
-enqueue_module = importlib.import_module("mailconnect.outbox.enqueue")
+storing_module = importlib.import_module("mailconnect.outbox.storing")
 
 OLD = timedelta(days=100)
 KEEP = timedelta(days=90)
@@ -227,7 +227,7 @@ def test_a_key_whose_message_is_purged_during_an_enqueue_is_inserted_again(
     first = enqueue(
         env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-9"
     )
-    lookup = enqueue_module._existing
+    lookup = storing_module._existing
     calls: list[int] = []
 
     def purged_meanwhile(session: Session, tenant_id: uuid.UUID, keys: list[str]) -> object:
@@ -238,7 +238,7 @@ def test_a_key_whose_message_is_purged_during_an_enqueue_is_inserted_again(
         calls.append(len(keys))
         return lookup(session, tenant_id, keys)
 
-    monkeypatch.setattr(enqueue_module, "_existing", purged_meanwhile)
+    monkeypatch.setattr(storing_module, "_existing", purged_meanwhile)
     again = enqueue(
         env.outbox, tenant_id=env.tenant_id, message=env.message(), idempotency_key="offer-9"
     )

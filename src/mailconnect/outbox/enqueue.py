@@ -12,7 +12,8 @@ What enqueue does, per message
        :mod:`mailconnect.outbox.limits`).
     4. Inserts the message and its recipients with bulk statements, ``queued`` and due now (or
        ``held`` when the connection already needs attention), expiring after the retry policy's
-       lifetime.
+       lifetime (:mod:`mailconnect.outbox.storing`; on PostgreSQL a large call of its own
+       stores each chunk while the next renders).
 
 Durability
     Without ``session`` the rows are committed before the function returns: an acknowledged
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,20 +60,19 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import Any
 
-from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from mailconnect.compose import Mailbox as ComposeMailbox
 from mailconnect.compose import MessageInput, Rendered, check_sender, check_size, parse_raw, render
 from mailconnect.errors import ConfigurationError
 from mailconnect.outbox.box import Outbox
-from mailconnect.outbox.limits import ConnectionLimits, dialect_insert, resolve_limits, table_of
-from mailconnect.outbox.wakeup import CHANNEL, wake_local
-from mailconnect.store.bulk import insert_many
+from mailconnect.outbox.limits import ConnectionLimits, resolve_limits
+from mailconnect.outbox.storing import Enqueued, Planned, Storer
+from mailconnect.outbox.wakeup import wake_local
 from mailconnect.store.connections import list_connections, require_connection
 from mailconnect.store.ids import new_id
-from mailconnect.store.models import Connection, Message, MessageContent, MessageRecipient
-from mailconnect.store.states import ConnectionStatus, MessageState, RecipientState
+from mailconnect.store.models import Connection
+from mailconnect.store.states import ConnectionStatus, MessageState
 from mailconnect.store.tenants import require_tenant_id
 from mailconnect.store.types import utcnow
 
@@ -80,23 +81,7 @@ __all__ = ["EnqueueItem", "Enqueued", "enqueue", "enqueue_many"]
 _MAX_KEY = 255
 _MAX_SUBJECT = 998
 _PAUSE_GC_FROM = 1000  # items; see _gc_paused
-_ANALYZE_FROM = 100  # messages created by one call; see _analyze_if_stale
-_KEY_TRIES = 3  # see _insert_keyed
-_MESSAGE_TABLES = (
-    "mailconnect_messages",
-    "mailconnect_message_recipients",
-    "mailconnect_message_contents",
-)
-# Never analyzed, or grown to more than twice the pages the last ANALYZE saw (plus 8).
-_STALE = """
-SELECT relname FROM pg_class
-WHERE oid IN (SELECT to_regclass(name) FROM unnest(CAST(:tables AS text[])) AS name)
-  AND (
-    reltuples < 0
-    OR pg_relation_size(oid) > (2 * relpages::bigint + 8) * current_setting('block_size')::bigint
-  )
-ORDER BY relname
-"""
+_CHUNK = 4_000  # items stored at once while the next render, PostgreSQL (from two chunks on)
 _SUBJECT = re.compile(rb"(?:^|\r\n)Subject:(.*?)\r\n(?![ \t])", re.IGNORECASE | re.DOTALL)
 
 
@@ -108,17 +93,6 @@ class EnqueueItem:
     connection_id: uuid.UUID | None = None
     idempotency_key: str | None = None
     recipients: Sequence[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    """The stored message: ``id`` (the outbox's), ``message_id`` (the RFC 5322 Message-ID),
-    its ``state`` and whether this call ``created`` it (False: the idempotency key existed)."""
-
-    id: uuid.UUID
-    message_id: str
-    state: MessageState
-    created: bool
 
 
 def enqueue(
@@ -158,10 +132,14 @@ def enqueue_many(
     if not items:
         return []
     with _gc_paused(len(items)):
-        if session is not None:
-            return _enqueue(outbox, session, tenant_id, items, connection_id)
+        if session is not None:  # all rendered before anything is stored in the caller's
+            return _enqueue(outbox, session, tenant_id, items, connection_id, chunk=None)
         with outbox.transaction() as own:
-            results = _enqueue(outbox, own, tenant_id, items, connection_id)
+            # PostgreSQL: a chunk is stored while the next one renders (mailconnect.outbox.
+            # storing); a refusal in a later chunk rolls back this transaction of our own.
+            postgres = own.get_bind().dialect.name == "postgresql"
+            chunk = _CHUNK if postgres and len(items) >= 2 * _CHUNK else None
+            results = _enqueue(outbox, own, tenant_id, items, connection_id, chunk=chunk)
     if any(result.created for result in results):
         wake_local(outbox.engine)
     return results
@@ -194,49 +172,51 @@ def _as_item(entry: MessageInput | bytes | EnqueueItem) -> EnqueueItem:
     raise TypeError(f"expected MessageInput, bytes or EnqueueItem, not {type(entry).__name__}")
 
 
-@dataclass(slots=True)
-class _Planned:
-    index: int
-    row: dict[str, Any] | None  # None: a repeat of an earlier item's key
-    key: str | None
-    rendered: Rendered | None = None  # its content and envelope recipients (not for a repeat)
-
-
 def _enqueue(
     outbox: Outbox,
     session: Session,
     tenant_id: uuid.UUID,
     items: list[EnqueueItem],
     default_connection: uuid.UUID | None,
+    *,
+    chunk: int | None,
 ) -> list[Enqueued]:
+    """Plan and store ``items``: all at the end, or (``chunk``) each ``chunk`` items in the
+    background while the next ones render."""
     require_tenant_id(session, tenant_id)
-    chooser = _Connections(session, tenant_id)
     now = utcnow()
     expires_at = now + outbox.retry.lifetime
-    planned: list[_Planned] = []
+    planned: list[Planned] = []
     first_with_key: dict[str, int] = {}
     many = len(items) > 1
-    for index, item in enumerate(items):
-        try:
-            key = _checked_key(item.idempotency_key)
-            if key is not None and key in first_with_key:
-                planned.append(_Planned(index, None, key))
-                continue
-            row, rendered = _prepare(outbox, chooser, item, default_connection, now, expires_at)
-        except ConfigurationError as exc:
-            if not many:
-                raise
-            raise ConfigurationError(
-                f"messages[{index}].{exc.field}", exc.problem, exc.fix
-            ) from exc
-        row["tenant_id"] = tenant_id
-        row["idempotency_key"] = key
-        # One microsecond apart: workers take a bulk call's messages in the order given.
-        row["created_at"] = row["next_attempt_at"] = now + timedelta(microseconds=index)
-        if key is not None:
-            first_with_key[key] = index
-        planned.append(_Planned(index, row, key, rendered))
-    return _insert(session, tenant_id, planned, now)
+    with Storer(session, tenant_id, now, background=chunk is not None) as storer:
+        chooser = _Connections(session, tenant_id, storer.lock)
+        handed = 0  # planned items given to the storer
+        for index, item in enumerate(items):
+            try:
+                key = _checked_key(item.idempotency_key)
+                if key is not None and key in first_with_key:
+                    planned.append(Planned(index, None, key))
+                    continue
+                row, rendered = _prepare(outbox, chooser, item, default_connection, now, expires_at)
+            except ConfigurationError as exc:
+                if not many:
+                    raise
+                raise ConfigurationError(
+                    f"messages[{index}].{exc.field}", exc.problem, exc.fix
+                ) from exc
+            row["tenant_id"] = tenant_id
+            row["idempotency_key"] = key
+            # One microsecond apart: workers take a bulk call's messages in the order given.
+            row["created_at"] = row["next_attempt_at"] = now + timedelta(microseconds=index)
+            if key is not None:
+                first_with_key[key] = index
+            planned.append(Planned(index, row, key, rendered))
+            if chunk is not None and len(planned) - handed >= chunk:
+                storer.store(planned[handed:])
+                handed = len(planned)
+        storer.store(planned[handed:])
+        return storer.results(planned)
 
 
 def _checked_key(key: str | None) -> str | None:
@@ -364,8 +344,9 @@ def _from_address(message: MessageInput | bytes) -> str:
 class _Connections:
     """The tenant's connections, loaded once per call, with their limits."""
 
-    def __init__(self, session: Session, tenant_id: uuid.UUID) -> None:
+    def __init__(self, session: Session, tenant_id: uuid.UUID, lock: threading.Lock) -> None:
         self._session = session
+        self._lock = lock  # held while the session is used (a chunk may be storing meanwhile)
         self._tenant_id = tenant_id
         self._by_id: dict[uuid.UUID, Connection] = {}
         self._all: list[Connection] | None = None
@@ -375,13 +356,15 @@ class _Connections:
     def by_id(self, connection_id: uuid.UUID) -> Connection:
         connection = self._by_id.get(connection_id)
         if connection is None:
-            connection = require_connection(self._session, self._tenant_id, connection_id)
+            with self._lock:
+                connection = require_connection(self._session, self._tenant_id, connection_id)
             self._by_id[connection_id] = connection
         return connection
 
     def by_sender(self, address: str) -> Connection:
         if self._all is None:
-            self._all = list_connections(self._session, self._tenant_id)
+            with self._lock:
+                self._all = list_connections(self._session, self._tenant_id)
         wanted = address.strip().casefold()
         matches = [
             c
@@ -415,128 +398,3 @@ class _Connections:
         if limits is None:
             limits = self._limits[connection.id] = resolve_limits(connection)
         return limits
-
-
-def _insert(
-    session: Session, tenant_id: uuid.UUID, planned: list[_Planned], now: datetime
-) -> list[Enqueued]:
-    table = table_of(Message)
-    rows = [p.row for p in planned if p.row is not None]
-    plain = [row for row in rows if row["idempotency_key"] is None]
-    keyed = [row for row in rows if row["idempotency_key"] is not None]
-    created: set[uuid.UUID] = {row["id"] for row in plain}
-    if plain:
-        insert_many(session, table, plain)
-    new_keyed, existing = _insert_keyed(session, tenant_id, keyed)
-    created |= new_keyed
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres and len(created) >= _ANALYZE_FROM:
-        # Before the contents and recipients check their foreign keys against the messages.
-        _analyze_if_stale(session, _MESSAGE_TABLES[:1])
-    stored = [
-        (p.row, p.rendered)
-        for p in planned
-        if p.row is not None and p.rendered is not None and p.row["id"] in created
-    ]
-    contents = [
-        {"message_id": row["id"], "tenant_id": tenant_id, "content": rendered.data}
-        for row, rendered in stored
-    ]
-    if contents:
-        insert_many(session, table_of(MessageContent), contents)
-    recipients = [
-        {
-            "tenant_id": tenant_id,
-            "message_id": row["id"],
-            "position": position,
-            "address": address,
-            "state": RecipientState.PENDING,
-            "updated_at": now,
-        }
-        for row, rendered in stored
-        for position, address in enumerate(rendered.recipients)
-    ]
-    if recipients:
-        insert_many(session, table_of(MessageRecipient), recipients)
-    if created and postgres:
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-        if len(created) >= _ANALYZE_FROM:
-            _analyze_if_stale(session, _MESSAGE_TABLES)
-    session.flush()
-    by_key = {row["idempotency_key"]: row for row in keyed if row["id"] in created}
-    results: list[Enqueued] = []
-    for p in planned:
-        row = p.row
-        if row is not None and row["id"] in created:
-            results.append(Enqueued(row["id"], row["message_id_header"], row["state"], True))
-        elif p.key in existing:
-            results.append(existing[p.key])
-        else:  # a repeat within this call of a key created by it
-            first = by_key[p.key]
-            results.append(Enqueued(first["id"], first["message_id_header"], first["state"], False))
-    return results
-
-
-def _insert_keyed(
-    session: Session, tenant_id: uuid.UUID, keyed: list[dict[str, Any]]
-) -> tuple[set[uuid.UUID], dict[str | None, Enqueued]]:
-    """Insert the rows that have an idempotency key: the ids created, and for each key that
-    existed its message. A key whose message was deleted between the insert and the lookup (a
-    purge) is inserted again."""
-    if not keyed:
-        return set(), {}
-    table = table_of(Message)
-    insert = dialect_insert(session, table).on_conflict_do_nothing().returning(table.c.id)
-    created: set[uuid.UUID] = set()
-    existing: dict[str | None, Enqueued] = {}
-    waiting = keyed
-    for _ in range(_KEY_TRIES):
-        created.update(session.execute(insert, waiting).scalars())
-        refused = [row for row in waiting if row["id"] not in created]
-        existing.update(_existing(session, tenant_id, [row["idempotency_key"] for row in refused]))
-        waiting = [row for row in refused if row["idempotency_key"] not in existing]
-        if not waiting:
-            return created, existing
-    # (Not reached as things are: a key inserted again is refused only by a newer row, which
-    # is queued, and queued messages are never purged.)
-    raise RuntimeError(
-        f"idempotency key {waiting[0]['idempotency_key']!r}: refused {_KEY_TRIES} times by a "
-        "message that was gone when looked up"
-    )
-
-
-def _analyze_if_stale(session: Session, tables: Sequence[str]) -> None:
-    """ANALYZE those of ``tables`` whose statistics are missing or far behind their size.
-
-    Without statistics PostgreSQL guesses that a tenant's messages are few, and a plan made
-    then looks a message up by (tenant, id) through an index of the tenant alone, filtering by
-    id: it reads every message of the tenant. Such plans are kept per connection, by psycopg's
-    prepared statements and by the foreign-key checks of the contents and recipients, and
-    scale with the table: after a bulk load into a new database the worker's batch lookups took
-    2-6 ms per batch of 50 instead of well under one, and ``mailconnect send --batch`` (chunks
-    of 500 in one transaction) slowed from 2,779 to 339 messages/s by its 17th chunk. ANALYZE
-    inside the transaction counts its own new rows, and the plans made before are made again;
-    its lock lasts until the transaction ends, so a table another transaction is analyzing is
-    skipped. Autovacuum gathers statistics too, but only of committed rows, about a minute
-    later. (Statistics ANALYZE wrote stay if the transaction rolls back.)
-    """
-    # SKIP_LOCKED (PostgreSQL 12+): the lock ANALYZE takes lasts until this transaction ends,
-    # and another enqueue's, or autovacuum's, would otherwise make this one wait for it.
-    version = session.get_bind().dialect.server_version_info or (0,)
-    option = "(SKIP_LOCKED) " if version >= (12,) else ""
-    for table in session.scalars(text(_STALE), {"tables": list(tables)}).all():
-        session.execute(text(f'ANALYZE {option}"{table}"'))
-
-
-def _existing(
-    session: Session, tenant_id: uuid.UUID, keys: list[str]
-) -> dict[str | None, Enqueued]:
-    found: dict[str | None, Enqueued] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        query = select(
-            Message.idempotency_key, Message.id, Message.message_id_header, Message.state
-        ).where(Message.tenant_id == tenant_id, Message.idempotency_key.in_(chunk))
-        for key, message_id, header, state in session.execute(query):
-            found[key] = Enqueued(message_id, header, state, False)
-    return found
