@@ -44,7 +44,13 @@ from mailconnect.outbox import (
     release_held,
     retry,
 )
-from mailconnect.store import ConnectionStatus, Message, SessionLease, get_connection
+from mailconnect.store import (
+    ConnectionStatus,
+    Message,
+    MessageContent,
+    SessionLease,
+    get_connection,
+)
 from mailconnect.store.types import utcnow
 
 __all__ = ["outbox_env", "sqlite_env"]
@@ -454,6 +460,41 @@ async def test_a_message_needing_smtputf8_fails_on_a_server_without_it(
     assert failed.state is MessageState.FAILED
     assert "SMTPUTF8" in (failed.state_reason or "")
     assert "MAIL" not in server.verbs
+
+
+@pytest.mark.usefixtures("pipelining")
+async def test_the_attempts_transcript_holds_every_reply_the_354_included(
+    sqlite_env: OutboxEnv,
+) -> None:
+    async with raw_server() as server:
+        sqlite_env.connection(server.port)
+        (message,) = _enqueue(sqlite_env)
+        await sqlite_env.run()
+    (attempt,) = sqlite_env.view(message).attempts
+    lines = (attempt.transcript or "").splitlines()
+    after_data = lines[lines.index("C: DATA") :]
+    start = after_data.index("S: 354 End data with <CR><LF>.<CR><LF>")
+    sent = next(i for i, line in enumerate(after_data) if line.startswith("*: message of "))
+    assert start < sent < after_data.index("S: 250 2.0.0 Ok: queued")
+    assert len(server.messages) == 1
+
+
+@pytest.mark.usefixtures("pipelining")
+async def test_a_stored_message_with_a_bare_line_feed_fails_unsent(sqlite_env: OutboxEnv) -> None:
+    async with raw_server() as server:
+        sqlite_env.connection(server.port)
+        (message,) = _enqueue(sqlite_env)
+        with sqlite_env.outbox.transaction() as session:  # changed behind the outbox's back
+            session.execute(
+                update(MessageContent).values(content=b"Subject: x\r\n\r\nbare\nline\r\n")
+            )
+        await sqlite_env.run()
+    failed = sqlite_env.view(message)
+    assert failed.state is MessageState.FAILED
+    assert "bare CR or LF" in (failed.state_reason or "")
+    assert failed.recipients[0].state is RecipientState.REJECTED
+    assert "MAIL" not in server.verbs
+    assert server.messages == []
 
 
 @pytest.mark.usefixtures("pipelining")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.support.sinks import raw_server
 from tests.support.smtp_servers import PASSWORD, TOKEN, Script, StaticResolver, fake_server, pki
 
 from mailconnect.diagnosis import Failure, Stage
@@ -219,3 +220,77 @@ async def test_nothing_of_the_envelope_before_tls() -> None:
             await _send(session, "ann@example.com")
         await session.quit(timeout=2)
     assert "MAIL" not in fake.verbs
+
+
+# --- DATA on its own (a server without PIPELINING) ------------------------------------------------
+
+
+async def test_data_on_its_own_records_the_354_and_sends_the_stuffed_message() -> None:
+    async with fake_server(Script()) as fake:
+        session = await _session(fake.port)
+        await session.mail_from("jobs@acme.com", timeout=2)
+        await session.rcpt_to("ann@example.com", timeout=2)
+        assert (await session.data(MESSAGE, timeout=2)).code == 250
+        assert (await session.rset(timeout=2)).code == 250  # aiosmtplib has the connection back
+        await session.quit(timeout=2)
+    lines = [str(line) for line in session.transcript.lines]
+    at = lines.index("C: DATA")
+    assert lines[at : at + 4] == [
+        "C: DATA",
+        "S: 354 End data with <CR><LF>.<CR><LF>",
+        f"*: message of {len(MESSAGE)} bytes",
+        "S: 250 2.0.0 Ok: queued",
+    ]
+    encrypted = bytes(fake.encrypted)
+    stuffed = b"Subject: hello\r\n\r\n..a line starting with a dot\r\nbye\r\n.\r\n"
+    assert b"DATA\r\n" + stuffed in encrypted
+    assert fake.verbs.count("DATA") == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "still_connected"),
+    [("554 5.5.1 Error: no valid recipients", True), ("421 4.3.2 Shutting down", False)],
+)
+async def test_data_refused_before_the_message_raises_with_the_reply(
+    reply: str, still_connected: bool
+) -> None:
+    async with raw_server(lambda call: reply if call.verb == "DATA" else None) as server:
+        session = await _session(server.port, Security.NONE)
+        await session.mail_from("jobs@acme.com", timeout=2)
+        await session.rcpt_to("ann@example.com", timeout=2)
+        with pytest.raises(SessionError) as caught:
+            await session.data(MESSAGE, timeout=2)
+        assert session.connected is still_connected
+        session.close()
+    assert caught.value.stage is Stage.DATA
+    assert caught.value.reply is not None
+    assert caught.value.reply.code == int(reply[:3])
+    assert not session.final_dot_may_have_left
+    lines = [str(line) for line in session.transcript.lines]
+    assert lines[-2:] == ["C: DATA", f"S: {reply}"]
+    assert server.messages == []
+
+
+async def test_data_on_its_own_after_an_answer_that_is_not_smtp_breaks_the_session() -> None:
+    async with fake_server(Script(replies={"DATA": "hello, this is not smtp"})) as fake:
+        session = await _session(fake.port)
+        await session.mail_from("jobs@acme.com", timeout=2)
+        await session.rcpt_to("ann@example.com", timeout=2)
+        with pytest.raises(SessionError) as caught:
+            await session.data(MESSAGE, timeout=2)
+    assert caught.value.failure is Failure.DISCONNECTED
+    assert "not SMTP" in caught.value.detail
+    assert not session.connected
+    assert session.final_dot_may_have_left  # the message was handed over (TLS)
+
+
+async def test_a_step_refused_unsent_does_not_report_the_last_messages_final_dot() -> None:
+    async with fake_server(Script()) as fake:
+        session = await _session(fake.port)
+        await _send(session, "ann@example.com")
+        assert session.final_dot_may_have_left  # that message went (its reader says so)
+        with pytest.raises(ValueError, match="bare CR or LF"):
+            await session.data(b"a\nb", timeout=2)
+        assert not session.final_dot_may_have_left  # this one did not
+        await session.quit(timeout=2)
+    assert fake.verbs.count("DATA") == 1

@@ -19,7 +19,7 @@ Guarantees
 
 States: :mod:`mailconnect.outbox.states`. Modules: ``box`` (:class:`Outbox`), ``enqueue``,
 ``claim`` (leases, recovery), ``policy`` (pure decisions), ``limits`` (shared rate and session
-limits), ``delivery`` (the SMTP session), ``datawatch`` (did the final "." leave?), ``records``
+limits), ``delivery`` (the SMTP session), ``records``
 (what an attempt writes), ``groupcommit`` (concurrent writes share a commit), ``worker``,
 ``views``, ``manage``, ``retention`` (purging finished messages), ``wakeup`` (notifications).
 """

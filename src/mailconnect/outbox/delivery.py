@@ -38,7 +38,6 @@ from mailconnect.netguard import GuardPolicy, PinnedTarget, Resolver, TargetUnre
 from mailconnect.netguard import resolve_and_check as netguard_resolve
 from mailconnect.outbox.box import Outbox
 from mailconnect.outbox.claim import Claimed
-from mailconnect.outbox.datawatch import DataWatch
 from mailconnect.outbox.limits import ConnectionLimits, resolve_limits, scope_of
 from mailconnect.outbox.policy import (
     Judgement,
@@ -404,10 +403,18 @@ class SmtpRun:
 
     @staticmethod
     def _local_checks(outgoing: Outgoing, capabilities: Capabilities | None) -> _Result | None:
-        """Refusals decided before any command: the server cannot take this message."""
-        if capabilities is None:
+        """Refusals decided before any command: the message cannot go as stored, or the
+        server cannot take it."""
+        if has_bare_cr_or_lf(outgoing.content):
+            # Stored content is CRLF-only (rendered or normalised at enqueue): anything else
+            # was changed in the database since, and is not guessed at on the wire.
+            reason = (
+                "the stored message has a bare CR or LF (changed in the database after it was "
+                "enqueued); it was not sent: enqueue it again"
+            )
+        elif capabilities is None:
             return None
-        if outgoing.smtputf8 and not capabilities.offers("SMTPUTF8"):
+        elif outgoing.smtputf8 and not capabilities.offers("SMTPUTF8"):
             reason = "the message needs SMTPUTF8 (a non-ASCII address) and the server lacks it"
         elif capabilities.size and outgoing.size > capabilities.size:
             reason = (
@@ -439,7 +446,7 @@ class SmtpRun:
                 return
         self._dirty = True
         options = self._mail_options(outgoing, session.capabilities)
-        if session.pipelining and not has_bare_cr_or_lf(outgoing.content):
+        if session.pipelining:
             await self._pipelined(outgoing, options, pending, result)
             return
         try:
@@ -537,15 +544,14 @@ class SmtpRun:
     async def _data(self, outgoing: Outgoing, accepted: list[int], result: _Result) -> None:
         session = self.session
         assert session is not None
-        with DataWatch(session) as watch:
-            try:
-                reply = await session.data(outgoing.content, timeout=self._timeouts.data)
-            except SessionError as exc:
-                if exc.reply is None:
-                    self._data_failure(exc, watch.final_dot_may_have_left, result)
-                    return
-                self._after_data_refusal(exc.reply, accepted, result)
+        try:
+            reply = await session.data(outgoing.content, timeout=self._timeouts.data)
+        except SessionError as exc:
+            if exc.reply is None:
+                self._data_failure(exc, session.final_dot_may_have_left, result)
                 return
+            self._after_data_refusal(exc.reply, accepted, result)
+            return
         self._accepted(reply, accepted, result)
 
     def _accepted(self, reply: Reply, accepted: list[int], result: _Result) -> None:

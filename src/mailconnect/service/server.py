@@ -91,8 +91,8 @@ def serve(settings: ServiceSettings, *, demo: bool = False, out: TextIO | None =
     out.flush()
     app = create_app(runtime)
     # HTTP parsing: uvicorn takes httptools (C, a dependency) when it is installed, else h11.
-    # The event loop stays asyncio's own (not uvloop): the worker's data watch relies on the
-    # standard transports' write-buffer behaviour (see mailconnect.outbox.datawatch).
+    # The event loop stays asyncio's own (not uvloop): the final-dot watch relies on the
+    # standard transports' write-buffer behaviour (see mailconnect.smtp._finaldot).
     config = uvicorn.Config(
         app,
         log_config=None,

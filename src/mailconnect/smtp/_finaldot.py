@@ -12,8 +12,8 @@ connection then breaks or times out:
   bytes sit in a buffer that cannot be seen, so a handed-over message counts as sent: the safe
   side, never a silent duplicate. Without a transport to look at, the same.
 
-Both ways of sending a message use it: one command at a time through aiosmtplib
-(:class:`mailconnect.outbox.datawatch.DataWatch`) and pipelined (``_pipeline.ReplyReader``).
+Both ways of sending a message use it, through ``_pipeline.ReplyReader``: DATA on its own
+(:meth:`SmtpSession.data`) and pipelined (:meth:`SmtpSession.transaction`).
 """
 
 from __future__ import annotations

@@ -337,16 +337,76 @@ class SmtpSession:
         return reply
 
     async def data(self, message: bytes, *, timeout: float) -> Reply:
-        """DATA with the message (dot-stuffed and CRLF-normalised by aiosmtplib)."""
+        """DATA, and after its 354 the message, dot-stuffed, with the final "." (RFC 5321,
+        section 4.5.2); both replies go into the transcript. Returns the reply to the message.
+
+        Raises SessionError with ``reply`` when DATA or the message is refused (a 421 closes
+        the connection: the server is closing), with ``failure`` (connection closed) when the
+        connection breaks, times out or answers with something that is not SMTP; then
+        :attr:`final_dot_may_have_left` says whether the message may have been accepted.
+        Refused unsent before TLS on a connection that must be encrypted. ``message`` must be
+        CRLF-only, as rendered (:func:`~mailconnect.compose.dot_stuff_for_wire` raises
+        ValueError otherwise, nothing sent)."""
+        self._reader = None
         self._require_encryption(Stage.DATA, b"DATA")
-        smtp = self._client()
-        self.transcript.client(b"DATA")
-        self.transcript.message_sent(len(message))
+        payload = dot_stuff_for_wire(message)
+        transport, protocol, reader = self._take_transport(Stage.DATA)
         try:
-            response = await smtp.data(message, timeout=timeout)
-        except _LIBRARY_ERRORS as exc:
-            raise self._error(Stage.DATA, exc, timeout) from exc
-        return Reply(response.code, self.transcript.server(response.code, response.message))
+            self.transcript.client(b"DATA")
+            transport.write(b"DATA\r\n")
+            reply = await self._read(reader, timeout)
+            if reply.code == _START_INPUT:
+                self.transcript.message_sent(len(message))
+                reader.write_body(payload)
+                reply = await self._read(reader, timeout)
+            if reader.unasked:
+                raise ReplyFormatError("the server sent more replies than commands")
+        except (ReplyFormatError, OSError, TimeoutError) as exc:
+            raise self._broken(Stage.DATA, exc, timeout) from exc
+        finally:
+            self._give_back(transport, protocol, reader)
+        if reply.code == 421:
+            self.close()
+        if reply.code != _OK:
+            raise SessionError(Stage.DATA, reply=reply, detail=str(reply))
+        return reply
+
+    def _take_transport(
+        self, stage: Stage
+    ) -> tuple[asyncio.WriteTransport, asyncio.BaseProtocol, ReplyReader]:
+        """The transport with a :class:`ReplyReader` in place of aiosmtplib's protocol, for
+        commands written and read here (DATA, a pipelined transaction); undone by
+        :meth:`_give_back`."""
+        smtp = self._client()
+        transport = smtp.transport
+        protocol = smtp.protocol
+        if not isinstance(transport, asyncio.WriteTransport) or protocol is None:
+            raise SessionError(stage, failure=Failure.DISCONNECTED, detail="no transport")
+        reader = ReplyReader(transport)
+        self._reader = reader
+        transport.set_protocol(reader)
+        return transport, protocol, reader
+
+    @staticmethod
+    def _give_back(
+        transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol, reader: ReplyReader
+    ) -> None:
+        reader.restore_limits()
+        if not transport.is_closing():
+            transport.set_protocol(protocol)
+
+    def _broken(self, stage: Stage, exc: Exception, wait: float) -> SessionError:
+        """The SessionError for a connection that broke, timed out after ``wait`` seconds or
+        answered with something that is not SMTP while a :class:`ReplyReader` read it; the
+        connection is closed."""
+        self.close()
+        failure, detail = classify(exc, on_timeout=Failure.TIMEOUT)
+        if isinstance(exc, ReplyFormatError):
+            failure, detail = Failure.DISCONNECTED, f"the server's answer is not SMTP ({exc})"
+        elif isinstance(exc, TimeoutError):
+            detail = f"timed out after {wait:g} s without a reply"
+        self.transcript.note(f"{stage.value} failed: {detail}")
+        return SessionError(stage, failure=failure, detail=detail)
 
     @property
     def pipelining(self) -> bool:
@@ -375,12 +435,8 @@ class SmtpSession:
         that must be encrypted, and when an argument holds CR, LF or NUL. ``message`` must be
         CRLF-only, as rendered (:func:`~mailconnect.compose.dot_stuff_for_wire` raises
         ValueError otherwise)."""
+        self._reader = None
         self._require_encryption(Stage.MAIL_FROM, b"MAIL")
-        smtp = self._client()
-        transport = smtp.transport
-        protocol = smtp.protocol
-        if not isinstance(transport, asyncio.WriteTransport) or protocol is None:
-            raise SessionError(Stage.MAIL_FROM, failure=Failure.DISCONNECTED, detail="no transport")
         commands = [
             [b"MAIL", b"FROM:<" + sender.encode("utf-8") + b">", *_encode(options)],
             *([b"RCPT", b"TO:<" + address.encode("utf-8") + b">"] for address in recipients),
@@ -392,9 +448,7 @@ class SmtpSession:
                 Stage.MAIL_FROM, detail="a command argument holds CR, LF or NUL: not sent"
             )
         payload = dot_stuff_for_wire(message)  # a ValueError here leaves nothing sent
-        reader = ReplyReader(transport)
-        self._reader = reader
-        transport.set_protocol(reader)
+        transport, protocol, reader = self._take_transport(Stage.MAIL_FROM)
         stage = Stage.MAIL_FROM
         try:
             for command in commands:
@@ -423,27 +477,15 @@ class SmtpSession:
                 raise ReplyFormatError("the server sent more replies than commands")
             return result
         except (ReplyFormatError, OSError, TimeoutError) as exc:
-            self.close()
-            failure, detail = classify(exc, on_timeout=Failure.TIMEOUT)
-            if isinstance(exc, ReplyFormatError):
-                failure, detail = Failure.DISCONNECTED, f"the server's answer is not SMTP ({exc})"
-            elif isinstance(exc, TimeoutError):
-                wait = (
-                    data_timeout
-                    if stage is Stage.DATA and reader.final_dot_may_have_left
-                    else timeout
-                )
-                detail = f"timed out after {wait:g} s without a reply"
-            self.transcript.note(f"{stage.value} failed: {detail}")
-            raise SessionError(stage, failure=failure, detail=detail) from exc
+            final_wait = stage is Stage.DATA and reader.final_dot_may_have_left
+            raise self._broken(stage, exc, data_timeout if final_wait else timeout) from exc
         finally:
-            reader.restore_limits()
-            if not transport.is_closing():
-                transport.set_protocol(protocol)
+            self._give_back(transport, protocol, reader)
 
     @property
     def final_dot_may_have_left(self) -> bool:
-        """After :meth:`transaction` failed: whether the message may have reached the server."""
+        """After :meth:`data` or :meth:`transaction` failed: whether the message may have
+        reached the server."""
         return self._reader is not None and self._reader.final_dot_may_have_left
 
     async def _read(self, reader: ReplyReader, timeout: float) -> Reply:
