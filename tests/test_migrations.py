@@ -206,10 +206,16 @@ def test_0004_moves_the_contents_out_of_the_message_rows_and_back(engine: Engine
 
 def test_0005_compresses_new_contents_with_lz4_on_postgresql(engine: Engine) -> None:
     """PostgreSQL: contents stored after 0005 are LZ4-compressed, and every content reads back
-    whichever method stored it, down and up again; SQLite: nothing changes."""
+    whichever method stored it, down and up again; SQLite, and a PostgreSQL without LZ4:
+    nothing changes, and the contents still read back."""
     upgrade(engine, "0004")
     ids = _tenant_and_connection(engine)
     postgres = engine.dialect.name == "postgresql"
+    lz4 = False  # PostgreSQL 14 and later built with LZ4, as the servers the tests run on
+    if postgres:
+        offers = "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'"
+        with engine.connect() as connection:
+            lz4 = connection.scalar(text(f"{offers} AND 'lz4' = ANY(enumvals)")) == 1
     text_body = b"Thank you for applying. " * 400  # compressible, well above 2 KB
     contents = [f"Subject: {n}\r\n\r\n".encode() + text_body for n in range(3)]
 
@@ -242,7 +248,7 @@ def test_0005_compresses_new_contents_with_lz4_on_postgresql(engine: Engine) -> 
             )
 
     def methods() -> list[str | None]:
-        if not postgres:
+        if not lz4:
             return []
         query = "SELECT pg_column_compression(content) FROM mailconnect_message_contents"
         with engine.connect() as connection:
@@ -256,10 +262,10 @@ def test_0005_compresses_new_contents_with_lz4_on_postgresql(engine: Engine) -> 
     store(contents[0])  # at 0004: PostgreSQL's default, pglz
     upgrade(engine)
     store(contents[1])
-    assert methods() == (["lz4", "pglz"] if postgres else [])
+    assert methods() == (["lz4", "pglz"] if lz4 else [])
     downgrade(engine, "0004")
     store(contents[2])
-    assert methods() == (["lz4", "pglz", "pglz"] if postgres else [])
+    assert methods() == (["lz4", "pglz", "pglz"] if lz4 else [])
     upgrade(engine)
     assert stored() == sorted(contents)
     assert pending_model_changes(engine) == []

@@ -480,6 +480,20 @@ async def test_the_attempts_transcript_holds_every_reply_the_354_included(
 
 
 @pytest.mark.usefixtures("pipelining")
+async def test_a_250_in_reply_to_data_is_no_delivery(sqlite_env: OutboxEnv) -> None:
+    # A broken server that answers DATA itself with 250: nothing was sent, both ways alike.
+    async with raw_server(lambda call: "250 2.0.0 Ok" if call.verb == "DATA" else None) as server:
+        sqlite_env.connection(server.port)
+        (message,) = _enqueue(sqlite_env)
+        await sqlite_env.run()
+    view = sqlite_env.view(message)
+    assert view.state is MessageState.DEFERRED
+    assert view.attempts[0].outcome is AttemptOutcome.DEFERRED
+    assert view.recipients[0].state is RecipientState.DEFERRED
+    assert server.messages == []
+
+
+@pytest.mark.usefixtures("pipelining")
 async def test_a_stored_message_with_a_bare_line_feed_fails_unsent(sqlite_env: OutboxEnv) -> None:
     async with raw_server() as server:
         sqlite_env.connection(server.port)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
 
@@ -257,6 +258,41 @@ def test_a_failure_in_a_later_chunk_stores_nothing_of_the_call(
     postgres = env.outbox.engine.dialect.name == "postgresql"
     # chunks stored or tried: items 0-2 and 3-5 before item 7 fails to render, 6-8 fail to store
     assert len(threads) == (2 + (failing == "store") if postgres else int(failing == "store"))
+    for model in (Message, MessageContent, MessageRecipient):
+        assert _count(env, model) == 0
+
+
+def test_a_chunk_that_fails_in_the_database_is_the_error_the_caller_sees(
+    outbox_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL the failed chunk aborts the transaction; a later item's lookup of a new
+    # connection (made after the failure, while the next chunk renders) must raise the
+    # chunk's error, not "current transaction is aborted", which would hide it.
+    env = outbox_env
+    first, second = env.connection(25), env.connection(26)
+    monkeypatch.setattr(enqueue_module, "_CHUNK", 3)
+    failed = threading.Event()
+    background = env.outbox.engine.dialect.name == "postgresql"  # SQLite stores at the end
+    insert, prepare = storing_module._insert, enqueue_module._prepare
+
+    def failing(session: Session, *args: Any) -> Any:
+        try:
+            session.execute(text("SELECT * FROM no_such_table"))  # a real database error
+        finally:
+            failed.set()
+        return insert(session, *args)
+
+    def prepared_after_the_failure(outbox: Any, chooser: Any, item: Any, *args: Any) -> Any:
+        if background and item.connection_id == second:
+            failed.wait(5)
+        return prepare(outbox, chooser, item, *args)
+
+    monkeypatch.setattr(storing_module, "_insert", failing)
+    monkeypatch.setattr(enqueue_module, "_prepare", prepared_after_the_failure)
+    items = [EnqueueItem(env.message(), connection_id=first if i < 3 else second) for i in range(8)]
+    with pytest.raises(DBAPIError) as caught:
+        enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=items)
+    assert "no_such_table" in str(caught.value)
     for model in (Message, MessageContent, MessageRecipient):
         assert _count(env, model) == 0
 

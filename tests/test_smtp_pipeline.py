@@ -249,7 +249,11 @@ async def test_data_on_its_own_records_the_354_and_sends_the_stuffed_message() -
 
 @pytest.mark.parametrize(
     ("reply", "still_connected"),
-    [("554 5.5.1 Error: no valid recipients", True), ("421 4.3.2 Shutting down", False)],
+    [
+        ("554 5.5.1 Error: no valid recipients", True),
+        ("421 4.3.2 Shutting down", False),
+        ("250 2.0.0 Ok", True),  # not a 354: the message was not sent, whatever the code says
+    ],
 )
 async def test_data_refused_before_the_message_raises_with_the_reply(
     reply: str, still_connected: bool
@@ -292,5 +296,12 @@ async def test_a_step_refused_unsent_does_not_report_the_last_messages_final_dot
         with pytest.raises(ValueError, match="bare CR or LF"):
             await session.data(b"a\nb", timeout=2)
         assert not session.final_dot_may_have_left  # this one did not
+        assert (await session.data(MESSAGE, timeout=2)).code == 250
+        assert session.final_dot_may_have_left
+        with pytest.raises(ValueError, match="bare CR or LF"):
+            await session.transaction(
+                "jobs@acme.com", [], ["ann@example.com"], b"a\nb", timeout=2, data_timeout=2
+            )
+        assert not session.final_dot_may_have_left
         await session.quit(timeout=2)
-    assert fake.verbs.count("DATA") == 1
+    assert fake.verbs.count("DATA") == 2

@@ -4,9 +4,10 @@ Rendered data is CRLF-only by construction, so this module does not repair line 
 or LF here is a bug upstream and raises, instead of being guessed at (bare CR/LF handling that
 differs between servers is what SMTP smuggling exploits).
 
-aiosmtplib's ``SMTP.data()`` and ``sendmail()`` already do this same transformation (they also
-turn bare CR and LF into CRLF, a no-op for rendered data). Pass them :attr:`Rendered.data`, never
-this function's output, or every line starting with "." is stuffed twice.
+:class:`mailconnect.smtp.SmtpSession` writes this payload after DATA, both one command at a time
+and pipelined. A client library that stuffs by itself (aiosmtplib's ``SMTP.data()`` and
+``sendmail()``, which also turn bare CR and LF into CRLF) must be given :attr:`Rendered.data`,
+never this function's output, or every line starting with "." is stuffed twice.
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import gc
 import re
-import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -190,7 +189,7 @@ def _enqueue(
     first_with_key: dict[str, int] = {}
     many = len(items) > 1
     with Storer(session, tenant_id, now, background=chunk is not None) as storer:
-        chooser = _Connections(session, tenant_id, storer.lock)
+        chooser = _Connections(session, tenant_id, storer)
         handed = 0  # planned items given to the storer
         for index, item in enumerate(items):
             try:
@@ -344,9 +343,9 @@ def _from_address(message: MessageInput | bytes) -> str:
 class _Connections:
     """The tenant's connections, loaded once per call, with their limits."""
 
-    def __init__(self, session: Session, tenant_id: uuid.UUID, lock: threading.Lock) -> None:
+    def __init__(self, session: Session, tenant_id: uuid.UUID, storer: Storer) -> None:
         self._session = session
-        self._lock = lock  # held while the session is used (a chunk may be storing meanwhile)
+        self._storer = storer  # its ``using()`` while the session is used: a chunk may be storing
         self._tenant_id = tenant_id
         self._by_id: dict[uuid.UUID, Connection] = {}
         self._all: list[Connection] | None = None
@@ -356,14 +355,14 @@ class _Connections:
     def by_id(self, connection_id: uuid.UUID) -> Connection:
         connection = self._by_id.get(connection_id)
         if connection is None:
-            with self._lock:
+            with self._storer.using():
                 connection = require_connection(self._session, self._tenant_id, connection_id)
             self._by_id[connection_id] = connection
         return connection
 
     def by_sender(self, address: str) -> Connection:
         if self._all is None:
-            with self._lock:
+            with self._storer.using():
                 self._all = list_connections(self._session, self._tenant_id)
         wanted = address.strip().casefold()
         matches = [

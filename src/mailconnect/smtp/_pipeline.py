@@ -78,7 +78,8 @@ def _shown(line: bytes) -> str:
 
 
 class ReplyReader(asyncio.Protocol):
-    """The protocol on the session's transport while a pipelined transaction runs."""
+    """The protocol on the session's transport while the session writes and reads itself: a
+    pipelined transaction, or DATA with the message."""
 
     def __init__(self, transport: asyncio.WriteTransport) -> None:
         self.transport = transport

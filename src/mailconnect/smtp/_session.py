@@ -354,22 +354,26 @@ class SmtpSession:
         try:
             self.transcript.client(b"DATA")
             transport.write(b"DATA\r\n")
-            reply = await self._read(reader, timeout)
-            if reply.code == _START_INPUT:
+            start = await self._read(reader, timeout)
+            final = None
+            if start.code == _START_INPUT:
                 self.transcript.message_sent(len(message))
                 reader.write_body(payload)
-                reply = await self._read(reader, timeout)
+                final = await self._read(reader, timeout)
             if reader.unasked:
                 raise ReplyFormatError("the server sent more replies than commands")
         except (ReplyFormatError, OSError, TimeoutError) as exc:
             raise self._broken(Stage.DATA, exc, timeout) from exc
         finally:
             self._give_back(transport, protocol, reader)
+        # Anything but 354 refuses DATA (a 250 too: the message was not sent), anything but
+        # 250 refuses the message.
+        reply = start if final is None else final
         if reply.code == 421:
             self.close()
-        if reply.code != _OK:
+        if final is None or final.code != _OK:
             raise SessionError(Stage.DATA, reply=reply, detail=str(reply))
-        return reply
+        return final
 
     def _take_transport(
         self, stage: Stage
