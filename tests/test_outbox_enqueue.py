@@ -13,8 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from tests.support.sinks import SENDER, OutboxEnv, outbox_env, sqlite_env
@@ -36,6 +37,7 @@ from mailconnect.outbox import (
     release_held,
     retry,
 )
+from mailconnect.outbox.wakeup import CHANNEL
 from mailconnect.store import (
     ConnectionStatus,
     Limits,
@@ -295,6 +297,26 @@ def test_a_chunk_that_fails_in_the_database_is_the_error_the_caller_sees(
     assert "no_such_table" in str(caught.value)
     for model in (Message, MessageContent, MessageRecipient):
         assert _count(env, model) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("chunk", [None, 3], ids=["one-insert", "chunks"])
+def test_a_committed_enqueue_wakes_the_listening_workers(
+    outbox_env: OutboxEnv, monkeypatch: pytest.MonkeyPatch, chunk: int | None
+) -> None:
+    env = outbox_env
+    env.connection(25)
+    if chunk is not None:
+        monkeypatch.setattr(enqueue_module, "_CHUNK", chunk)
+    listening = make_url(env.url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(listening, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        messages = [env.message() for _ in range(8)]
+        enqueue_many(env.outbox, tenant_id=env.tenant_id, messages=messages)
+        woken = [n.channel for n in listener.notifies(timeout=2, stop_after=1)]
+        assert woken == [CHANNEL]
+        assert list(listener.notifies(timeout=0.2)) == []  # once per call
 
 
 def test_the_transactional_outbox_follows_the_callers_transaction(outbox_env: OutboxEnv) -> None:

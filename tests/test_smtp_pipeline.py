@@ -305,3 +305,23 @@ async def test_a_step_refused_unsent_does_not_report_the_last_messages_final_dot
         assert not session.final_dot_may_have_left
         await session.quit(timeout=2)
     assert fake.verbs.count("DATA") == 2
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["one-at-a-time", "pipelined"])
+async def test_a_server_echoing_the_password_in_a_broken_answer_does_not_reach_the_error(
+    pipelined: bool,
+) -> None:
+    # The detail of a broken answer quotes it; it reaches the attempt's record and the API.
+    async with fake_server(Script(replies={"DATA": f"your password is {PASSWORD}"})) as fake:
+        session = await _session(fake.port)
+        if not pipelined:
+            await session.mail_from("jobs@acme.com", timeout=2)
+            await session.rcpt_to("ann@example.com", timeout=2)
+        sending = (
+            _send(session, "ann@example.com") if pipelined else session.data(MESSAGE, timeout=2)
+        )
+        with pytest.raises(SessionError) as caught:
+            await sending
+    assert "not SMTP" in caught.value.detail
+    assert PASSWORD not in caught.value.detail
+    assert PASSWORD not in str(session.transcript)

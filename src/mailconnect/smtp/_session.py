@@ -148,6 +148,13 @@ class SmtpSession:
             failure, detail = classify(exc, on_timeout=on_timeout)
             if failure is on_timeout:
                 failure, detail = _timeout_meaning(exc, on_timeout, timeout)
+        return self._failed(stage, failure, detail)
+
+    def _failed(self, stage: Stage, failure: Failure, detail: str) -> SessionError:
+        """The SessionError for a failure without a reply, noted in the transcript. Its detail
+        can quote what the server sent, so it is redacted: a hostile server may echo the
+        credentials it was given, and the detail reaches the attempt's record and the API."""
+        detail = self.transcript.redact(detail)
         self.transcript.note(f"{stage.value} failed: {detail}")
         return SessionError(stage, failure=failure, detail=detail)
 
@@ -409,8 +416,7 @@ class SmtpSession:
             failure, detail = Failure.DISCONNECTED, f"the server's answer is not SMTP ({exc})"
         elif isinstance(exc, TimeoutError):
             detail = f"timed out after {wait:g} s without a reply"
-        self.transcript.note(f"{stage.value} failed: {detail}")
-        return SessionError(stage, failure=failure, detail=detail)
+        return self._failed(stage, failure, detail)
 
     @property
     def pipelining(self) -> bool:

@@ -131,8 +131,13 @@ class Transcript:
         self._challenge_open = code == _AUTH_CONTINUE
         return clean
 
+    def redact(self, text: str) -> str:
+        """``text`` with the session's secrets and credential-like patterns hidden (for words
+        that leave the session: a note, an error's detail)."""
+        return redact(text, self._secrets)
+
     def note(self, text: str) -> None:
-        self._add(Direction.NOTE, redact(text, self._secrets))
+        self._add(Direction.NOTE, self.redact(text))
 
     def message_sent(self, size: int) -> None:
         """Note the message itself (its size only: a transcript holds no body). Our own words,
